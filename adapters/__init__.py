@@ -1,0 +1,9 @@
+"""Built-in model adapters, one module each, registered lazily by reference.
+
+Third-party packages add models through the ``ctbench.adapters`` entry-point group, e.g. in
+their pyproject: ``[project.entry-points."ctbench.adapters"] mymodel = "mypkg.adapter:MyEncoder"``.
+"""
+
+BUILTIN_MODELS: dict[str, str] = {
+    "voxelfm": "ctbench.adapters.voxelfm:VoxelFMEncoder",
+}

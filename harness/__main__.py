@@ -1,0 +1,5 @@
+"""``python -m ctbench``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""``ModelCard``: validated metadata of a registered model, shown by ``ctbench models`` and
+written into every result file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class InputSpec(BaseModel):
+    """How the model's own preprocessing turns a canonical volume into its input tensor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    orientation: str = Field(description="axis codes the model expects, or 'native' for none")
+    spacing_mm: tuple[float, float, float] | str = Field(
+        description="target voxel spacing, or a rule such as 'isotropic max(min spacing, 0.75)'"
+    )
+    hu_window: tuple[float, float] | None = None
+    intensity: str = Field(description="how clipped HU become network input values")
+    spatial_size: tuple[int, int, int] | str = Field(description="native input size or rule")
+    axis_order: str = Field(description="tensor layout the network sees, e.g. '(B, D, H, W)'")
+
+
+class WeightsSpec(BaseModel):
+    """Where official weights live and how to check them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hub_repo: str | None = None
+    hub_repo_type: Literal["model", "dataset"] = "model"
+    filename: str | None = None
+    revision: str | None = None
+    sha256: str | None = None
+    format: Literal["torch", "safetensors", "bin"] = "torch"
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 64 or any(c not in "0123456789abcdef" for c in v)):
+            raise ValueError("sha256 must be 64 lowercase hex characters")
+        return v
+
+
+class ModelCard(BaseModel):
+    """Validated, serialisable description of one model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    title: str
+    citation: str
+    licence: str
+    architecture: str
+    parameters: int = Field(ge=0, description="parameter count of the image encoder")
+    embedding_dim: int = Field(gt=0)
+    token_dim: int | None = Field(default=None, gt=0)
+    supervision: Literal["self-supervised", "language", "supervised", "none"]
+    pretraining_datasets: tuple[str, ...] = ()
+    input: InputSpec
+    weights: WeightsSpec = WeightsSpec()
+
+    def preprocessing_hash(self, extra: dict | None = None) -> str:
+        """Short hash of the input specification (plus adapter-specific settings) for cache keys."""
+        payload = {"input": self.input.model_dump(mode="json"), "extra": extra or {}}
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,169 @@
+"""The ``ctbench`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import CTBenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark 3D CT foundation models on frozen features.")
+console = Console()
+err = Console(stderr=True)
+
+STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe"}
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List registered models with licence, dimensions, native input and weight source."""
+    from .registry import MODELS
+
+    rows = []
+    for name in MODELS.names():
+        try:
+            card = MODELS.get(name).card
+            rows.append({"name": name, **card.model_dump(mode="json")})
+        except CTBenchError as e:
+            rows.append({"name": name, "error": str(e)})
+    if as_json:
+        return _print_json(rows)
+    table = Table(title="ctbench models")
+    for col in ("name", "architecture", "params", "emb", "tokens", "supervision", "licence", "native input", "weights"):
+        table.add_column(col)
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], f"[red]{r['error']}[/]", *[""] * 7)
+            continue
+        inp, w = r["input"], r["weights"]
+        size = inp["spatial_size"] if isinstance(inp["spatial_size"], str) else "x".join(map(str, inp["spatial_size"]))
+        source = f"{w['hub_repo']}/{w['filename']}" if w["hub_repo"] else "local file"
+        table.add_row(
+            r["name"], r["architecture"], f"{r['parameters'] / 1e6:.1f}M", str(r["embedding_dim"]),
+            str(r["token_dim"] or "-"), r["supervision"], r["licence"], size, source,
+        )
+    console.print(table)
+
+
+@app.command()
+def tasks(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List the registered task categories."""
+    from .registry import TASKS
+
+    rows = []
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        rows.append({"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0]})
+    if as_json:
+        return _print_json(rows)
+    table = Table(title="ctbench task categories")
+    table.add_column("name")
+    table.add_column("description")
+    for r in rows:
+        table.add_row(r["name"], r["description"])
+    console.print(table)
+
+
+@app.command()
+def datasets(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List the built-in datasets."""
+    from .datasets import BUILTIN_DATASETS
+
+    rows = [{"name": k, "description": v} for k, v in BUILTIN_DATASETS.items()]
+    if as_json:
+        return _print_json(rows)
+    table = Table(title="ctbench datasets")
+    table.add_column("name")
+    table.add_column("description")
+    for r in rows:
+        table.add_row(r["name"], r["description"])
+    console.print(table)
+
+
+@app.command()
+def run(
+    model: str = typer.Option(..., "--model", "-m", help="registered model name (see `ctbench models`)"),
+    task: str = typer.Option(..., "--task", "-t", help="task name on the dataset"),
+    dataset: str = typer.Option("phantom", "--dataset", "-d", help="built-in name or prepared dataset folder"),
+    weights: str = typer.Option("auto", "--weights", "-w", help="auto | random | PATH"),
+    trials: int = typer.Option(20, "--trials", min=1, help="Optuna trials (same for every model)"),
+    seed: int = typer.Option(0, "--seed", help="seed of splits' tuning sampler, probes and bootstrap"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    out: Optional[str] = typer.Option(None, "--out", help="result folder (default under $CTBENCH_HOME/results)"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first failing case"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="model size variant, e.g. tiny (tests)"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite)"),
+    n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
+) -> None:
+    """Run one model on one task and print its test metrics with 95% CIs."""
+    from .runner import RunConfig, run as run_one
+
+    cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        ids: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in ids:
+                ids[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
+            bar.update(ids[stage], completed=done, total=total)
+
+        path, result = run_one(cfg, progress=progress)
+    _print_result(result, path)
+
+
+def _print_result(result: dict, path) -> None:
+    w = result["model"]["weights"]
+    label = "random-init control" if w["random_init"] else f"weights {w['sha256'][:12]}"
+    t = result["task"]
+    table = Table(title=f"{result['model']['name']} ({label}) on {t['dataset']}/{t['name']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name, m in result["metrics"].items():
+        star = " *" if name == t["main_metric"] else ""
+        fmt = lambda v: "n/a" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+        table.add_row(name + star, fmt(m["value"]), f"[{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]")
+    console.print(table)
+    if result["failures"]:
+        console.print(f"[yellow]{len(result['failures'])} case(s) failed and were skipped:[/]")
+        for f in result["failures"][:10]:
+            console.print(f"  {f['case_id']}: {f['reason']}")
+    timings = result["timings"]
+    console.print(
+        f"features: {timings['cases_extracted']} extracted, {timings['cases_cached']} from cache; "
+        f"result: {path}"
+    )
+
+
+def main() -> None:
+    """Console entry point: user errors print one line, no traceback."""
+    try:
+        app(standalone_mode=False)
+    except CTBenchError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume (extracted features are cached)")
+        raise SystemExit(130)
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            raise SystemExit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            raise SystemExit(1)
+        raise

@@ -1,0 +1,172 @@
+"""``ctbench run``: one model on one task, from dataset to result file.
+
+dataset -> encoder -> cached features -> shared splits -> tuned probe -> bootstrap -> result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .datasets import Dataset, open_dataset
+from .engine import Split, run_probe
+from .errors import CTBenchError
+from .extract import extract
+from .paths import home
+from .provenance import PROTOCOL_VERSION, ctbench_version, environment, git_sha
+from .registry import MODELS, TASKS
+from .results import result_dir, write_result
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; written into the result file."""
+
+    model: str
+    task: str
+    dataset: str = "phantom"
+    weights: str = "auto"
+    trials: int = 20
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    strict: bool = False
+    variant: str | None = None
+    storage: str | None = None
+    n_boot: int = 1000
+
+
+def pick_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CTBenchError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CTBenchError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def build_encoder(name: str, weights: str, device: str, variant: str | None):
+    """Instantiate a registered adapter with the run's weights, device and variant."""
+    factory = MODELS.get(name)
+    kwargs = {"weights": weights, "device": device}
+    if variant:
+        kwargs["variant"] = variant
+    return factory(**kwargs)
+
+
+def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -> "Split":
+    part = rows[(rows["split"] == name) & rows["case_id"].isin(list(feats))]
+    if part.empty:
+        raise CTBenchError(f"split {name!r} of dataset {dataset.card.name!r} has no usable case")
+    X = np.stack([feats[c].embedding for c in part["case_id"]])
+    return Split(X, task.targets(part), part["patient_id"].to_numpy(), part["case_id"].tolist())
+
+
+def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
+    """Run ``cfg`` and write its result; returns the result path and the result dict."""
+    started = datetime.now(timezone.utc)
+    tick = (lambda stage: (lambda d, t: progress(stage, d, t))) if progress else (lambda stage: None)
+    dataset = open_dataset(cfg.dataset, progress=tick("generate"))
+    spec = dataset.card.task(cfg.task)
+    task = TASKS.get(spec.category)(spec, dataset)
+    device = pick_device(cfg.device)
+    encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant)
+    card = encoder.card
+
+    manifest = dataset.manifest
+    usable = task.usable(manifest)
+    rows = manifest[usable]
+    ex = extract(encoder, cfg.model, dataset, rows, tokens=task.uses_tokens, strict=cfg.strict, progress=tick("extract"))
+    splits = {s: _split(task, dataset, rows, ex.features, s) for s in ("train", "val", "test")}
+    train, val, test = splits["train"], splits["val"], splits["test"]
+
+    wsha = encoder.weights_ref.sha256
+    model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
+    study = "|".join(
+        [dataset.card.name, dataset.card.version, spec.name, spec.version, model_tag, wsha[:16],
+         encoder.preprocessing_id, dataset.split_hash()[:16], f"seed{cfg.seed}", f"protocol{PROTOCOL_VERSION}"]
+    )
+    storage = cfg.storage or _default_storage()
+    outcome = run_probe(
+        task, train, val, test, trials=cfg.trials, seed=cfg.seed, study_name=study,
+        storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"),
+    )
+
+    preds = pd.DataFrame({"case_id": test.case_ids, "patient_id": test.groups})
+    for col, values in task.prediction_columns(test.y, outcome.predictions).items():
+        preds[col] = values
+    weights_tag = "random" if encoder.weights_ref.is_random else wsha[:12]
+    folder = Path(cfg.out) if cfg.out else result_dir(home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed)
+    result = {
+        "ctbench_version": ctbench_version(),
+        "git_sha": git_sha(),
+        "protocol_version": PROTOCOL_VERSION,
+        "created": started.isoformat(),
+        "config": asdict(cfg),
+        "model": {
+            "name": cfg.model,
+            "variant": cfg.variant,
+            "card": card.model_dump(mode="json"),
+            "weights": {
+                "choice": cfg.weights,
+                "sha256": wsha,
+                "random_init": encoder.weights_ref.is_random,
+                "path": str(encoder.weights_ref.path) if encoder.weights_ref.path else None,
+            },
+            "preprocessing_id": encoder.preprocessing_id,
+        },
+        "task": {
+            "name": spec.name, "category": spec.category, "version": spec.version,
+            "targets": list(spec.targets), "main_metric": spec.main_metric, "direction": task.direction,
+            "dataset": dataset.card.name, "dataset_version": dataset.card.version,
+        },
+        "split": {
+            "hash": dataset.split_hash(),
+            "counts": {n: len(s.case_ids) for n, s in splits.items()},
+            "patients": {n: len(set(s.groups)) for n, s in splits.items()},
+        },
+        "probe": {
+            "best_params": outcome.best_params, "best_validation_value": outcome.best_value,
+            "trials": outcome.trials, "trials_requested": cfg.trials, "sampler": "TPESampler",
+            "seed": cfg.seed, "seeds": outcome.seeds, "study": outcome.study_name, "storage": _redact(storage),
+            "refit_on": "train+val",
+        },
+        "metrics": {k: v.as_dict() for k, v in outcome.estimates.items()},
+        "bootstrap": {"resamples": cfg.n_boot, "level": 0.95, "unit": "patient"},
+        "timings": {
+            "extract_s": ex.seconds, "cases_extracted": ex.extracted, "cases_cached": ex.cached,
+            "tune_s": outcome.seconds_tuning, "refit_s": outcome.seconds_refit,
+            "total_s": (datetime.now(timezone.utc) - started).total_seconds(),
+        },
+        "environment": environment(device),
+        "failures": [{"case_id": c, "reason": r} for c, r in ex.failures.items()],
+        "excluded_without_target": int((~usable).sum()),
+    }
+    path = write_result(folder, result, preds)
+    return path, result
+
+
+def _default_storage() -> str:
+    folder = home() / "studies"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def _redact(url: str) -> str:
+    """Storage URL without a password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+

@@ -1,0 +1,8 @@
+"""Built-in task categories, one module each, registered lazily by reference.
+
+Third-party packages add categories through the ``ctbench.tasks`` entry-point group.
+"""
+
+BUILTIN_TASKS: dict[str, str] = {
+    "classification": "ctbench.tasks.classification:ClassificationTask",
+}
