@@ -6,6 +6,7 @@ so repeat scans of one patient never make an interval look tighter than it is.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,11 +46,13 @@ def patient_resamples(groups: np.ndarray, n_boot: int, seed: int) -> list[np.nda
 
 
 def _safe(fn: MetricFn, y: np.ndarray, p: np.ndarray) -> float:
-    try:
-        v = float(fn(y, p))
-    except ValueError:  # e.g. AUROC on a resample holding one class only
-        return float("nan")
-    return v
+    """The metric, or NaN where it is undefined (e.g. AUROC on a resample with one class)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return float(fn(y, p))
+        except ValueError:
+            return float("nan")
 
 
 def bootstrap_metrics(

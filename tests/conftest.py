@@ -1,0 +1,31 @@
+"""Shared fixtures: an isolated $CTBENCH_HOME per test and one small phantom per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctbench.registry import MODELS
+from tests.fakes import HistogramEncoder
+
+if "test-histogram" not in MODELS:
+    MODELS.register("test-histogram")(HistogramEncoder)
+
+SMALL_PHANTOM_PATIENTS = 40
+
+
+@pytest.fixture(autouse=True)
+def ctbench_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "ctbench-home"
+    monkeypatch.setenv("CTBENCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def small_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 40-patient phantom dataset folder, generated once per test session (read-only)."""
+    from ctbench.phantom import generate_phantom
+
+    folder = tmp_path_factory.mktemp("phantom") / "phantom"
+    return generate_phantom(folder, n_patients=SMALL_PHANTOM_PATIENTS, seed=0)
