@@ -1,0 +1,236 @@
+"""Readers that turn an image file (or a DICOM folder) into the canonical volume.
+
+The canonical volume is a MONAI ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32 Hounsfield
+units, whose ``affine`` (float64 4x4) maps the file's own voxel index ``(i, j, k)`` to world
+millimetres in RAS. Arrays are never reoriented: models and tasks read geometry from the affine.
+
+NIfTI is read with nibabel (its affine is already RAS). NRRD, MetaImage and DICOM are read with
+SimpleITK, whose physical space is LPS; we flip x and y to get RAS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from nibabel.filebasedimages import ImageFileError
+
+from .errors import CTBenchError
+
+__all__ = ["SUPPORTED", "read_volume", "validate_volume"]
+
+log = logging.getLogger("ctbench")
+
+NIFTI = (".nii", ".nii.gz")
+ITK = {".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
+DICOM = (".dcm",)
+SUPPORTED = (*NIFTI, *ITK, *DICOM, "a folder holding a DICOM series")
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# What nibabel / gzip / SimpleITK raise on unreadable files (truncated, garbage, wrong header).
+_CORRUPT = (OSError, EOFError, ValueError, zlib.error, RuntimeError, ImageFileError)
+_ITK_NOISE = re.compile(r"^(ITK ERROR: \w+\(0x[0-9a-f]+\): |sitk::ERROR: )")
+
+
+def read_volume(path: str | Path) -> MetaTensor:
+    """Read ``path`` (NIfTI, NRRD, MetaImage, a .dcm file or a DICOM folder) as a canonical volume."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CTBenchError(f"image not found: {p}; check the path and that the file was copied")
+    if p.is_dir():
+        return validate_volume(_read_dicom_dir(p), str(p))
+    name = p.name.lower()
+    if name.endswith(NIFTI):
+        vol = _read_nifti(p)
+    elif p.suffix.lower() in ITK:
+        vol = _read_itk(p, ITK[p.suffix.lower()])
+    elif p.suffix.lower() in DICOM or _has_dicom_magic(p):
+        vol = _read_itk(p, "dicom")
+    else:
+        raise CTBenchError(f"unsupported image format: {p}; supported are {', '.join(SUPPORTED)}. "
+                           f"Convert the image to one of these (e.g. NIfTI).")
+    return validate_volume(vol, str(p))
+
+
+def validate_volume(vol: MetaTensor, source: str) -> MetaTensor:
+    """Check that ``vol`` is a finite single-channel 3-D image; return it as ``(1, X, Y, Z)`` float32.
+
+    A trailing singleton 4th spatial dimension (e.g. a one-timepoint NIfTI) is dropped. Errors
+    name ``source`` so the user knows which file to fix.
+    """
+    data = vol.as_tensor() if isinstance(vol, MetaTensor) else torch.as_tensor(vol)
+    meta = dict(vol.meta) if isinstance(vol, MetaTensor) else {}
+    affine = vol.affine if isinstance(vol, MetaTensor) else torch.eye(4, dtype=torch.float64)
+    if data.ndim == 5 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 4 or data.shape[0] != 1:
+        shape = tuple(data.shape[1:]) if data.ndim and data.shape[0] == 1 else tuple(data.shape)
+        raise CTBenchError(f"{source}: expected a single-channel 3-D image, got shape {shape}; "
+                           f"export the scan as one 3-D volume")
+    if min(data.shape) == 0:
+        raise CTBenchError(f"{source}: image has an empty axis (shape {tuple(data.shape[1:])}); "
+                           f"the file is incomplete, re-export it")
+    data = data.to(torch.float32)
+    bad = int((~torch.isfinite(data)).sum())
+    if bad:
+        raise CTBenchError(f"{source}: {bad} of {data.numel()} voxels are NaN or Inf; fix or "
+                           f"re-export the image (HU must be finite)")
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    ok = affine.shape == (4, 4) and bool(torch.isfinite(affine).all())
+    if not ok or abs(float(torch.det(affine[:3, :3]))) < 1e-12:
+        raise CTBenchError(f"{source}: the voxel-to-world matrix is missing or degenerate; "
+                           f"re-export the image with valid spacing and orientation")
+    meta.pop("affine", None)
+    return MetaTensor(data.contiguous(), affine=affine, meta=meta)
+
+
+def _meta(path: Path, fmt: str, spacing: tuple[float, ...]) -> dict:
+    """Metadata every reader records: source, format and per-axis spacing in mm."""
+    return {"filename_or_obj": str(path), "format": fmt,
+            "spacing": tuple(float(s) for s in spacing[:3])}
+
+
+def _make(arr: np.ndarray, affine: np.ndarray, meta: dict) -> MetaTensor:
+    """Wrap a file-order array and its RAS affine as a channel-first MetaTensor (unvalidated)."""
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
+    return MetaTensor(t, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def _corrupt(path: Path, err: Exception) -> CTBenchError:
+    """The one message for any file the library could not decode."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]  # a C++ path
+    first = _ITK_NOISE.sub("", lines[0])[:200] if lines else type(err).__name__
+    return CTBenchError(f"{path}: the file looks corrupt or truncated ({first}); re-download or "
+                        f"re-export it")
+
+
+def _read_nifti(path: Path) -> MetaTensor:
+    """NIfTI via nibabel: nibabel's chosen affine (sform/qform) and scl_slope/inter applied."""
+    try:
+        img = nib.load(str(path))
+        arr = img.get_fdata(dtype=np.float32)
+    except _CORRUPT as err:
+        raise _corrupt(path, err) from None
+    affine = np.asarray(img.affine, dtype=np.float64)
+    spacing = tuple(np.linalg.norm(affine[:3, :3], axis=0))
+    return _make(arr, affine, _meta(path, "nifti", spacing))
+
+
+def _itk_affine(img: sitk.Image) -> np.ndarray:
+    """RAS affine from ITK geometry: diag(-1,-1,1) @ (origin + direction @ diag(spacing) @ index).
+
+    Images with fewer than 3 dimensions are padded with identity so validation can report them;
+    images with more keep their first three axes (a singleton 4th axis is squeezed later).
+    """
+    dim = img.GetDimension()
+    d = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    n = min(dim, 3)
+    lps = np.eye(4)
+    lps[:n, :n] = d[:n, :n] * np.asarray(img.GetSpacing(), dtype=np.float64)[:n]
+    lps[:n, 3] = np.asarray(img.GetOrigin(), dtype=np.float64)[:n]
+    return _LPS_TO_RAS @ lps
+
+
+def _itk_array(img: sitk.Image) -> np.ndarray:
+    """Voxel array in ITK index order (i, j, k, ...); GetArrayFromImage gives (..., k, j, i)."""
+    arr = sitk.GetArrayFromImage(img)
+    return arr.transpose(tuple(range(arr.ndim))[::-1])
+
+
+def _read_itk(path: Path, fmt: str) -> MetaTensor:
+    """NRRD, MetaImage or a single DICOM file via SimpleITK (GDCM applies Rescale Slope/Intercept)."""
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise _corrupt(path, err) from None
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise CTBenchError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per "
+                           f"voxel (colour or vector image); a CT volume has one, export the "
+                           f"grey-level scan instead")
+    affine = _itk_affine(img)
+    meta = _meta(path, fmt, img.GetSpacing())
+    if fmt == "dicom" and img.HasMetaDataKey("0020|000e"):
+        meta["series_uid"] = img.GetMetaData("0020|000e").strip()
+    return _make(_itk_array(img), affine, meta)
+
+
+def _read_dicom_dir(folder: Path) -> MetaTensor:
+    """The DICOM series in ``folder`` with the most slices, ordered along the slice normal."""
+    try:
+        with _quiet_itk():  # ITK prints "No Series were found"; we raise a clear error instead
+            uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError as err:
+        raise _corrupt(folder, err) from None
+    if not uids:
+        raise CTBenchError(f"{folder}: no DICOM series found in this folder (subfolders are not "
+                           f"searched); point to the folder that holds the .dcm slices")
+    files = {u: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), u)) for u in uids}
+    uid = max(sorted(files), key=lambda u: len(files[u]))  # most slices; ties -> smallest UID
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files[uid])
+    reader.MetaDataDictionaryArrayUpdateOn()  # per-slice tags, for the slice-grid check
+    try:
+        with _quiet_itk():  # ITK's "non uniform sampling" warning is replaced by our check
+            img = reader.Execute()
+    except RuntimeError as err:
+        raise _corrupt(folder, err) from None
+    _check_slice_grid(reader, img, folder)
+    affine = _itk_affine(img)
+    meta = _meta(folder, "dicom", img.GetSpacing())
+    meta["series_uid"] = uid
+    if len(files) > 1:
+        others = ", ".join(f"{u} ({len(files[u])} slices)" for u in sorted(files) if u != uid)
+        meta["note"] = (f"{folder} holds {len(files)} DICOM series; chose {uid} because it has "
+                        f"the most slices ({len(files[uid])}); ignored: {others}")
+        log.warning(meta["note"])
+    return _make(_itk_array(img), affine, meta)
+
+
+def _check_slice_grid(reader: sitk.ImageSeriesReader, img: sitk.Image, folder: Path) -> None:
+    """Refuse series whose slices are not on the regular grid the affine describes.
+
+    ITK builds one origin + uniform slice step from the sorted slices; missing slices, variable
+    spacing or gantry tilt would silently misplace voxels, so compare every slice's
+    ImagePositionPatient with where the affine puts it.
+    """
+    worst = 0.0
+    for k in range(img.GetSize()[2]):
+        if not reader.HasMetaDataKey(k, "0020|0032"):
+            continue
+        ipp = np.array([float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")])
+        worst = max(worst, float(np.linalg.norm(ipp - img.TransformIndexToPhysicalPoint((0, 0, k)))))
+    if worst > max(0.01, 0.05 * img.GetSpacing()[2]):
+        raise CTBenchError(f"{folder}: slice positions are off a regular grid by up to {worst:.2f} "
+                           f"mm (missing slices, variable slice spacing or gantry tilt); re-export "
+                           f"the complete series, or resample it to a regular grid (e.g. NIfTI)")
+
+
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """Silence ITK's console warnings for a call whose outcome we report ourselves."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    """True for a DICOM Part 10 file ('DICM' after the 128-byte preamble), whatever its name."""
+    try:
+        with path.open("rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
