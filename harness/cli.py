@@ -104,11 +104,14 @@ def run(
     variant: Optional[str] = typer.Option(None, "--variant", help="model size variant, e.g. tiny (tests)"),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite)"),
     n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
+    train_fraction: float = typer.Option(1.0, "--train-fraction", min=0.0, max=1.0,
+                                         help="nested share of training patients (label efficiency)"),
 ) -> None:
     """Run one model on one task and print its test metrics with 95% CIs."""
     from .runner import RunConfig, run as run_one
 
-    cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot)
+    cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot,
+                    train_fraction)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         ids: dict[str, int] = {}

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Literal
 
 import optuna
+from sklearn.base import BaseEstimator
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 Head = Literal["classifier", "regressor"]
@@ -36,7 +38,7 @@ def suggest(trial: optuna.Trial, families: tuple[str, ...], head: Head) -> dict:
     }
 
 
-def build(params: dict, head: Head, seed: int, multilabel: bool = False) -> Pipeline:
+def build(params: dict, head: Head, seed: int, multilabel: bool = False) -> BaseEstimator:
     """A fresh, unfitted scikit-learn pipeline for ``params`` (as returned by ``suggest``)."""
     family = params["probe"]
     if family == "linear":
@@ -57,7 +59,10 @@ def build(params: dict, head: Head, seed: int, multilabel: bool = False) -> Pipe
         )
     else:
         raise ValueError(f"unknown probe family {family!r}; choose from {FAMILIES}")
-    return make_pipeline(StandardScaler(), est)
+    pipe = make_pipeline(StandardScaler(), est)
+    if head == "regressor":  # targets standardised with train statistics only
+        return TransformedTargetRegressor(regressor=pipe, transformer=StandardScaler())
+    return pipe
 
 
 def is_stochastic(params: dict) -> bool:

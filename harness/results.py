@@ -15,9 +15,12 @@ RESULT_FILE = "result.json"
 PREDICTIONS_FILE = "predictions.csv"
 
 
-def result_dir(root: Path, dataset: str, task: str, model: str, weights_tag: str, seed: int) -> Path:
-    """``<root>/<dataset>/<task>/<model>/<weights>/seed<S>``: one folder per result."""
-    return Path(root) / dataset / task / model / weights_tag / f"seed{seed}"
+def result_dir(
+    root: Path, dataset: str, task: str, model: str, weights_tag: str, seed: int, train_fraction: float = 1.0
+) -> Path:
+    """``<root>/<dataset>/<task>/<model>/<weights>/seed<S>[-frac<F>]``: one folder per result."""
+    leaf = f"seed{seed}" + (f"-frac{train_fraction:g}" if train_fraction != 1 else "")
+    return Path(root) / dataset / task / model / weights_tag / leaf
 
 
 def write_result(folder: Path, result: dict, predictions: pd.DataFrame) -> Path:

@@ -5,6 +5,7 @@ dataset -> encoder -> cached features -> shared splits -> tuned probe -> bootstr
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from .extract import extract
 from .paths import home
 from .provenance import PROTOCOL_VERSION, ctbench_version, environment, git_sha
 from .registry import MODELS, TASKS
+from .task import EvalTask, ProbeTask
 from .results import result_dir, write_result
 
 Progress = Callable[[str, int, int], None]
@@ -41,6 +43,7 @@ class RunConfig:
     variant: str | None = None
     storage: str | None = None
     n_boot: int = 1000
+    train_fraction: float = 1.0
 
 
 def pick_device(device: str) -> str:
@@ -65,12 +68,80 @@ def build_encoder(name: str, weights: str, device: str, variant: str | None):
     return factory(**kwargs)
 
 
-def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -> "Split":
+def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -> Split:
     part = rows[(rows["split"] == name) & rows["case_id"].isin(list(feats))]
     if part.empty:
         raise CTBenchError(f"split {name!r} of dataset {dataset.card.name!r} has no usable case")
     X = np.stack([feats[c].embedding for c in part["case_id"]])
     return Split(X, task.targets(part), part["patient_id"].to_numpy(), part["case_id"].tolist())
+
+
+def train_subset(split: Split, fraction: float, seed: int) -> Split:
+    """The first ``fraction`` of the training patients in a seeded order: subsets for growing
+    fractions are nested, so label-efficiency curves compare like with like."""
+    if not 0 < fraction <= 1:
+        raise CTBenchError(f"--train-fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return split
+    patients = np.unique(split.groups.astype(str))
+    order = np.random.default_rng(seed).permutation(patients)
+    keep = set(order[: max(2, math.ceil(fraction * len(patients)))])
+    idx = np.array([g in keep for g in split.groups.astype(str)])
+    return Split(split.X[idx], split.y[idx], split.groups[idx], [c for c, k in zip(split.case_ids, idx) if k])
+
+
+@dataclass
+class Scored:
+    """What scoring produced, whatever the kind of task."""
+
+    metrics: dict
+    predictions: pd.DataFrame
+    counts: dict
+    patients: dict
+    probe: dict | None = None
+    protocol: dict | None = None
+    timings: dict | None = None
+    artifacts: Callable[[Path], list[str]] | None = None
+
+
+def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: str, tick) -> Scored:
+    splits = {s: _split(task, dataset, rows, ex.features, s) for s in ("train", "val", "test")}
+    splits["train"] = train_subset(splits["train"], cfg.train_fraction, cfg.seed)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    storage = cfg.storage or _default_storage()
+    out = run_probe(task, train, val, test, trials=cfg.trials, seed=cfg.seed, study_name=study,
+                    storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"))
+    preds = pd.DataFrame({"case_id": test.case_ids, "patient_id": test.groups})
+    for col, values in task.prediction_columns(test.y, out.predictions).items():
+        preds[col] = values
+    writer = getattr(task, "write_artifacts", None)
+    return Scored(
+        metrics=out.estimates,
+        predictions=preds,
+        counts={n: len(s.case_ids) for n, s in splits.items()},
+        patients={n: len(set(s.groups)) for n, s in splits.items()},
+        probe={
+            "best_params": out.best_params, "best_validation_value": out.best_value,
+            "trials": out.trials, "trials_requested": cfg.trials, "sampler": "TPESampler",
+            "seed": cfg.seed, "seeds": out.seeds, "study": out.study_name, "storage": _redact(storage),
+            "refit_on": "train+val", "train_fraction": cfg.train_fraction,
+        },
+        timings={"tune_s": out.seconds_tuning, "refit_s": out.seconds_refit},
+        artifacts=(lambda folder: writer(folder, test.y, out.predictions)) if writer else None,
+    )
+
+
+def _evaluate(task: EvalTask, rows: pd.DataFrame, ex, cfg: RunConfig) -> Scored:
+    part = rows[rows["case_id"].isin(list(ex.features))]
+    emb = np.stack([ex.features[c].embedding for c in part["case_id"]])
+    estimates, preds, protocol = task.evaluate(part, emb, seed=cfg.seed, n_boot=cfg.n_boot)
+    if task.main_metric not in estimates:
+        raise CTBenchError(
+            f"task {task.spec.name!r}: its main metric {task.main_metric!r} could not be computed on "
+            f"this dataset (computed: {', '.join(estimates) or 'none'})"
+        )
+    return Scored(estimates, preds, {"all": len(part)}, {"all": int(part["patient_id"].nunique())},
+                  protocol=protocol)
 
 
 def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
@@ -80,34 +151,33 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     dataset = open_dataset(cfg.dataset, progress=tick("generate"))
     spec = dataset.card.task(cfg.task)
     task = TASKS.get(spec.category)(spec, dataset)
+    if isinstance(task, EvalTask) and cfg.train_fraction != 1:
+        raise CTBenchError(f"task {spec.name!r} trains nothing; --train-fraction does not apply")
     device = pick_device(cfg.device)
     encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant)
-    card = encoder.card
 
     manifest = dataset.manifest
     usable = task.usable(manifest)
     rows = manifest[usable]
-    ex = extract(encoder, cfg.model, dataset, rows, tokens=task.uses_tokens, strict=cfg.strict, progress=tick("extract"))
-    splits = {s: _split(task, dataset, rows, ex.features, s) for s in ("train", "val", "test")}
-    train, val, test = splits["train"], splits["val"], splits["test"]
+    ex = extract(encoder, cfg.model, dataset, rows, tokens=task.uses_tokens, strict=cfg.strict,
+                 progress=tick("extract"))
 
     wsha = encoder.weights_ref.sha256
     model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
     study = "|".join(
         [dataset.card.name, dataset.card.version, spec.name, spec.version, model_tag, wsha[:16],
-         encoder.preprocessing_id, dataset.split_hash()[:16], f"seed{cfg.seed}", f"protocol{PROTOCOL_VERSION}"]
+         encoder.preprocessing_id, dataset.split_hash()[:16], f"seed{cfg.seed}",
+         f"frac{cfg.train_fraction:g}", f"protocol{PROTOCOL_VERSION}"]
     )
-    storage = cfg.storage or _default_storage()
-    outcome = run_probe(
-        task, train, val, test, trials=cfg.trials, seed=cfg.seed, study_name=study,
-        storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"),
-    )
+    if isinstance(task, EvalTask):
+        scored = _evaluate(task, rows, ex, cfg)
+    else:
+        scored = _probe(task, dataset, rows, ex, cfg, study, tick)
 
-    preds = pd.DataFrame({"case_id": test.case_ids, "patient_id": test.groups})
-    for col, values in task.prediction_columns(test.y, outcome.predictions).items():
-        preds[col] = values
     weights_tag = "random" if encoder.weights_ref.is_random else wsha[:12]
-    folder = Path(cfg.out) if cfg.out else result_dir(home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed)
+    folder = Path(cfg.out) if cfg.out else result_dir(
+        home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed, cfg.train_fraction)
+    artifacts = scored.artifacts(folder) if scored.artifacts else []
     result = {
         "ctbench_version": ctbench_version(),
         "git_sha": git_sha(),
@@ -117,7 +187,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
         "model": {
             "name": cfg.model,
             "variant": cfg.variant,
-            "card": card.model_dump(mode="json"),
+            "card": encoder.card.model_dump(mode="json"),
             "weights": {
                 "choice": cfg.weights,
                 "sha256": wsha,
@@ -131,29 +201,22 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
             "targets": list(spec.targets), "main_metric": spec.main_metric, "direction": task.direction,
             "dataset": dataset.card.name, "dataset_version": dataset.card.version,
         },
-        "split": {
-            "hash": dataset.split_hash(),
-            "counts": {n: len(s.case_ids) for n, s in splits.items()},
-            "patients": {n: len(set(s.groups)) for n, s in splits.items()},
-        },
-        "probe": {
-            "best_params": outcome.best_params, "best_validation_value": outcome.best_value,
-            "trials": outcome.trials, "trials_requested": cfg.trials, "sampler": "TPESampler",
-            "seed": cfg.seed, "seeds": outcome.seeds, "study": outcome.study_name, "storage": _redact(storage),
-            "refit_on": "train+val",
-        },
-        "metrics": {k: v.as_dict() for k, v in outcome.estimates.items()},
+        "split": {"hash": dataset.split_hash(), "counts": scored.counts, "patients": scored.patients},
+        "probe": scored.probe,
+        "protocol": scored.protocol,
+        "metrics": {k: v.as_dict() for k, v in scored.metrics.items()},
         "bootstrap": {"resamples": cfg.n_boot, "level": 0.95, "unit": "patient"},
         "timings": {
             "extract_s": ex.seconds, "cases_extracted": ex.extracted, "cases_cached": ex.cached,
-            "tune_s": outcome.seconds_tuning, "refit_s": outcome.seconds_refit,
+            **(scored.timings or {}),
             "total_s": (datetime.now(timezone.utc) - started).total_seconds(),
         },
         "environment": environment(device),
         "failures": [{"case_id": c, "reason": r} for c, r in ex.failures.items()],
         "excluded_without_target": int((~usable).sum()),
+        "artifacts": artifacts,
     }
-    path = write_result(folder, result, preds)
+    path = write_result(folder, result, scored.predictions)
     return path, result
 
 

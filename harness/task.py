@@ -14,6 +14,7 @@ import pandas as pd
 
 from .bootstrap import MetricFn
 from .datasets import Dataset, TaskSpec
+from .errors import CTBenchError
 
 
 class ProbeTask(ABC):
@@ -21,12 +22,17 @@ class ProbeTask(ABC):
 
     category: str
     uses_tokens: bool = False
-    direction: Literal["maximize", "minimize"] = "maximize"
+    lower_is_better: frozenset[str] = frozenset()  # metrics where smaller values win
 
     def __init__(self, spec: TaskSpec, dataset: Dataset) -> None:
         self.spec = spec
         self.dataset = dataset
         dataset.require_columns(list(self.required_columns()))
+        if spec.main_metric not in self.metrics():
+            raise CTBenchError(
+                f"task {spec.name!r}: main metric {spec.main_metric!r} is not one of "
+                f"{', '.join(self.metrics())}; fix the dataset card"
+            )
 
     def required_columns(self) -> tuple[str, ...]:
         return self.spec.targets
@@ -34,6 +40,11 @@ class ProbeTask(ABC):
     @property
     def main_metric(self) -> str:
         return self.spec.main_metric
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """Optimisation direction of the main metric (for tuning and ranking)."""
+        return "minimize" if self.main_metric in self.lower_is_better else "maximize"
 
     @abstractmethod
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
@@ -60,3 +71,34 @@ class ProbeTask(ABC):
     @abstractmethod
     def prediction_columns(self, y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
         """Per-case columns written to predictions.csv beside the result."""
+
+
+class EvalTask(ABC):
+    """A task scored directly on frozen embeddings, with nothing trained (e.g. retrieval)."""
+
+    category: str
+    uses_tokens: bool = False
+    lower_is_better: frozenset[str] = frozenset()
+
+    def __init__(self, spec: TaskSpec, dataset: Dataset) -> None:
+        self.spec = spec
+        self.dataset = dataset
+        dataset.require_columns(list(spec.targets))
+
+    @property
+    def main_metric(self) -> str:
+        return self.spec.main_metric
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        return "minimize" if self.main_metric in self.lower_is_better else "maximize"
+
+    def usable(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.ones(len(rows), dtype=bool)
+
+    @abstractmethod
+    def evaluate(
+        self, rows: pd.DataFrame, embeddings: np.ndarray, *, seed: int, n_boot: int
+    ) -> tuple[dict, pd.DataFrame, dict]:
+        """Score ``rows`` (aligned with ``embeddings``): returns (metric estimates,
+        per-query predictions frame, protocol information for the result file)."""

@@ -5,4 +5,7 @@ Third-party packages add categories through the ``ctbench.tasks`` entry-point gr
 
 BUILTIN_TASKS: dict[str, str] = {
     "classification": "ctbench.tasks.classification:ClassificationTask",
+    "regression": "ctbench.tasks.regression:RegressionTask",
+    "survival": "ctbench.tasks.survival:SurvivalTask",
+    "retrieval": "ctbench.tasks.retrieval:RetrievalTask",
 }

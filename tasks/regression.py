@@ -1,0 +1,66 @@
+"""Regression of measured quantities from embeddings (ridge / MLP probes, standardised targets).
+
+Metrics: MAE, RMSE, R^2 and Pearson r; with several targets each is the mean over targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+from ctbench import probes
+from ctbench.bootstrap import MetricFn
+from ctbench.registry import register_task
+from ctbench.task import ProbeTask
+
+
+def pearson(y: np.ndarray, p: np.ndarray) -> float:
+    """Pearson r, averaged over targets; undefined (ValueError) for a constant column."""
+    y2, p2 = y.reshape(len(y), -1), p.reshape(len(p), -1)
+    rs = []
+    for j in range(y2.shape[1]):
+        if np.ptp(y2[:, j]) == 0 or np.ptp(p2[:, j]) == 0:
+            raise ValueError("Pearson r is undefined for a constant column")
+        rs.append(pearsonr(y2[:, j], p2[:, j]).statistic)
+    return float(np.mean(rs))
+
+
+@register_task("regression")
+class RegressionTask(ProbeTask):
+    """Continuous targets from embeddings (ridge / MLP probes, targets standardised on train)."""
+
+    category = "regression"
+    lower_is_better = frozenset({"mae", "rmse"})
+
+    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+        y = rows[list(self.spec.targets)].to_numpy(dtype=np.float64)
+        return y[:, 0] if y.shape[1] == 1 else y
+
+    def suggest(self, trial, seed: int) -> dict:
+        return probes.suggest(trial, probes.FAMILIES, "regressor")
+
+    def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        preds = []
+        for s in seeds:
+            model = probes.build(params, "regressor", s)
+            model.fit(X_train, y_train)
+            preds.append(np.asarray(model.predict(X_eval)).reshape((len(X_eval),) + y_train.shape[1:]))
+        return np.mean(preds, axis=0)
+
+    def metrics(self) -> dict[str, MetricFn]:
+        return {
+            "mae": mean_absolute_error,
+            "rmse": root_mean_squared_error,
+            "r2": r2_score,
+            "pearson_r": pearson,
+        }
+
+    def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
+        y2, p2 = y.reshape(len(y), -1), pred.reshape(len(pred), -1)
+        cols = {}
+        for j, name in enumerate(self.spec.targets):
+            cols[f"y_{name}"] = y2[:, j]
+            cols[f"p_{name}"] = p2[:, j]
+        return cols

@@ -1,0 +1,116 @@
+"""Survival from embeddings: penalised Cox on PCA features and a deep-Cox MLP.
+
+Main metric Harrell's C-index; time-dependent AUC at the dataset's horizons; a Kaplan-Meier plot
+of the predicted high/low risk groups (split at the median risk) saved beside the result.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctbench.atomic import atomic_path
+from ctbench.bootstrap import MetricFn
+from ctbench.errors import CTBenchError
+from ctbench.registry import register_task
+from ctbench.task import ProbeTask
+
+from .survival_metrics import c_index, time_dependent_auc
+from .survival_probes import DeepCox, PCACox
+
+MIN_EVENTS = 5
+
+
+@register_task("survival")
+class SurvivalTask(ProbeTask):
+    """Time-to-event targets (time, event) from embeddings (penalised Cox / deep-Cox probes)."""
+
+    category = "survival"
+
+    def __init__(self, spec, dataset) -> None:
+        super().__init__(spec, dataset)
+        if len(spec.targets) != 2:
+            raise CTBenchError(f"survival task {spec.name!r} needs targets (time, event), got {spec.targets}")
+        time_col, event_col = spec.targets
+        m = dataset.manifest
+        events = m.loc[m["split"] == "train", event_col].fillna(0).astype(bool)
+        if events.sum() < MIN_EVENTS:
+            raise CTBenchError(
+                f"survival task {spec.name!r}: only {int(events.sum())} events in the train split; "
+                f"a Cox probe needs at least {MIN_EVENTS}"
+            )
+        if (m[time_col].dropna() < 0).any():
+            raise CTBenchError(f"survival task {spec.name!r}: column {time_col!r} has negative times")
+        self.horizons = tuple(spec.horizons) or tuple(
+            float(q) for q in np.quantile(m.loc[m[event_col] == 1, time_col], [0.25, 0.5, 0.75])
+        )
+
+    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+        time_col, event_col = self.spec.targets
+        return np.stack([rows[time_col].to_numpy(float), rows[event_col].to_numpy(float)], axis=1)
+
+    def suggest(self, trial, seed: int) -> dict:
+        family = trial.suggest_categorical("probe", ["coxph", "deepcox"])
+        if family == "coxph":
+            return {
+                "probe": family,
+                "pca_dim": trial.suggest_int("pca_dim", 2, 32, log=True),
+                "penalizer": trial.suggest_float("penalizer", 1e-3, 10.0, log=True),
+                "l1_ratio": trial.suggest_float("l1_ratio", 0.0, 1.0),
+            }
+        return {
+            "probe": family,
+            "hidden": trial.suggest_categorical("hidden", [32, 64, 128]),
+            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
+            "epochs": trial.suggest_int("epochs", 50, 300, step=50),
+        }
+
+    def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        p = {k: v for k, v in params.items() if k != "probe"}
+        if params["probe"] == "coxph":
+            return PCACox(**p).fit(X_train, y_train).predict(X_eval)
+        preds = [DeepCox(**p, seed=s).fit(X_train, y_train).predict(X_eval) for s in seeds]
+        return np.mean(preds, axis=0)
+
+    def metrics(self) -> dict[str, MetricFn]:
+        out: dict[str, MetricFn] = {"c_index": c_index}
+        for h in self.horizons:
+            out[f"td_auc@{h:g}"] = partial(time_dependent_auc, horizon=h)
+        return out
+
+    def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
+        time_col, event_col = self.spec.targets
+        return {f"y_{time_col}": y[:, 0], f"y_{event_col}": y[:, 1], "risk": pred}
+
+    def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
+        """Kaplan-Meier curves of the test cases split at the median predicted risk."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from lifelines import KaplanMeierFitter
+
+        high = pred > np.median(pred)
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        rows = []
+        for name, mask in (("low risk", ~high), ("high risk", high)):
+            if mask.sum() == 0:
+                continue
+            km = KaplanMeierFitter(label=f"{name} (n={int(mask.sum())})").fit(y[mask, 0], y[mask, 1])
+            km.plot_survival_function(ax=ax, ci_show=True)
+            sf = km.survival_function_
+            rows += [{"group": name, "time": t, "survival": s} for t, s in zip(sf.index, sf.iloc[:, 0])]
+        ax.set_xlabel("time")
+        ax.set_ylabel("survival probability")
+        ax.set_title("Kaplan-Meier by predicted risk (median split)")
+        fig.tight_layout()
+        with atomic_path(folder / "km.png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        with atomic_path(folder / "km.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        return ["km.png", "km.csv"]
