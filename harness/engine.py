@@ -116,7 +116,7 @@ def run_probe(
     from .probes import is_stochastic
 
     seeds = [seed + i for i in range(N_PROBE_SEEDS)] if is_stochastic(params) else [seed]
-    X_fit = np.concatenate([train.X, val.X])
+    X_fit = np.concatenate([train.X, val.X])  # object arrays (dense tasks) concatenate too
     y_fit = np.concatenate([train.y, val.y])
     pred = _quiet(task.fit_predict)(params, X_fit, y_fit, test.X, seeds)
     t2 = time.perf_counter()

@@ -72,7 +72,7 @@ def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -
     part = rows[(rows["split"] == name) & rows["case_id"].isin(list(feats))]
     if part.empty:
         raise CTBenchError(f"split {name!r} of dataset {dataset.card.name!r} has no usable case")
-    X = np.stack([feats[c].embedding for c in part["case_id"]])
+    X = task.inputs([feats[c] for c in part["case_id"]])
     return Split(X, task.targets(part), part["patient_id"].to_numpy(), part["case_id"].tolist())
 
 

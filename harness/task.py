@@ -15,6 +15,7 @@ import pandas as pd
 from .bootstrap import MetricFn
 from .datasets import Dataset, TaskSpec
 from .errors import CTBenchError
+from .types import Features
 
 
 class ProbeTask(ABC):
@@ -48,7 +49,13 @@ class ProbeTask(ABC):
 
     @abstractmethod
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
-        """Targets of ``rows`` in the layout ``fit``/``metrics`` expect."""
+        """Targets of ``rows`` in the layout ``fit``/``metrics`` expect (an object array for
+        per-case structures such as masks)."""
+
+    def inputs(self, feats: list[Features]) -> np.ndarray:
+        """Probe inputs from cached features: stacked embeddings by default; dense tasks return
+        an object array of ``Features`` (tokens + token_affine)."""
+        return np.stack([f.embedding for f in feats])
 
     def usable(self, rows: pd.DataFrame) -> np.ndarray:
         """Boolean mask of rows that have a target (others are left out, and counted)."""
