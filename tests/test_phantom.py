@@ -1,0 +1,199 @@
+"""The built-in synthetic phantom: determinism, geometry, HU, labels, reports, card, caching."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctbench.datasets import load_dataset_folder
+from ctbench.errors import CTBenchError
+from ctbench.phantom import (
+    COLUMNS,
+    FINDINGS,
+    PHANTOM_VERSION,
+    SLICE_MM,
+    ensure_phantom,
+    generate_phantom,
+    report_findings,
+)
+from tests.conftest import SMALL_PHANTOM_PATIENTS
+
+CATEGORIES = ("classification", "regression", "survival", "retrieval", "localisation",
+              "segmentation", "report-generation")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
+
+
+def _arrays(folder: Path, row: pd.Series) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray]:
+    img = nib.load(folder / row["image"])
+    return img, np.asarray(img.dataobj), np.asarray(nib.load(folder / row["mask"]).dataobj)
+
+
+@pytest.fixture(scope="module")
+def manifest(small_phantom: Path) -> pd.DataFrame:
+    return pd.read_csv(small_phantom / "manifest.csv")
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
+    a = generate_phantom(tmp_path / "a", n_patients=6, seed=0)
+    b = generate_phantom(tmp_path / "b", n_patients=6, seed=0)
+    c = generate_phantom(tmp_path / "c", n_patients=6, seed=1)
+    fa, fb, fc = _files(a), _files(b), _files(c)
+    assert len(fa) == 2 + 2 * 7  # manifest, card, 6 patients + 1 repeat scan, image + mask each
+    assert fa == fb
+    assert all(v[4:8] == b"\0\0\0\0" for k, v in fa.items() if k.endswith(".gz"))  # gzip mtime
+    pd.testing.assert_frame_equal(pd.read_csv(a / "manifest.csv"), pd.read_csv(b / "manifest.csv"))
+    assert fa["manifest.csv"] != fc["manifest.csv"]
+    assert fa["images/P0000-s1.nii.gz"] != fc["images/P0000-s1.nii.gz"]
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_card_and_manifest_load(small_phantom: Path, manifest: pd.DataFrame) -> None:
+    ds = load_dataset_folder(small_phantom)
+    assert ds.card.name == "phantom" and ds.card.version == PHANTOM_VERSION
+    assert ds.card.licence == "CC0-1.0 (synthetic)"
+    for name in CATEGORIES:
+        assert ds.card.task(name).category == name
+        ds.require_columns(ds.card.task(name).targets)
+    cls = ds.card.task("classification")
+    assert cls.targets == FINDINGS and cls.kind == "multilabel" and cls.main_metric == "auroc"
+    assert ds.card.task("survival").horizons
+    assert ds.card.task("localisation").main_metric == "centre_error_mm"
+    assert tuple(manifest.columns) == COLUMNS
+    assert len(manifest) == SMALL_PHANTOM_PATIENTS + round(0.2 * SMALL_PHANTOM_PATIENTS)
+    assert all(ds.resolve(p).is_file() for p in [*manifest["image"], *manifest["mask"]])
+    for f in FINDINGS:  # every finding both present and absent; prevalence roughly 20-60 %
+        assert 0.15 <= manifest[f].mean() <= 0.65
+
+
+def test_geometry_varies(small_phantom: Path, manifest: pd.DataFrame) -> None:
+    codes, spacings = set(), set()
+    for _, row in manifest.iterrows():
+        img = nib.load(small_phantom / row["image"])
+        msk = nib.load(small_phantom / row["mask"])
+        assert np.allclose(img.affine, msk.affine) and img.shape == msk.shape
+        assert img.get_data_dtype() == np.int16 and msk.get_data_dtype() == np.uint8
+        assert np.prod(img.shape) < 600_000
+        code = nib.aff2axcodes(img.affine)
+        codes.add(code)
+        sp = dict(zip(code, img.header.get_zooms()))
+        inplane = [sp.get(c) or sp[o] for c, o in (("R", "L"), ("A", "P"))]
+        slice_mm = sp.get("S") or sp["I"]
+        assert all(2.5 <= s <= 3.5 for s in inplane) and inplane[0] == inplane[1]
+        assert min(SLICE_MM) <= slice_mm <= max(SLICE_MM)
+        spacings.add((round(float(inplane[0]), 3), float(slice_mm)))
+        fov = np.array(img.header.get_zooms()) * img.shape
+        assert 180 < fov.min() and fov.max() < 260  # field of view in mm per axis
+    assert len(codes) >= 4 and any(c[2] not in "SI" for c in codes)  # permuted axes too
+    assert len(spacings) >= 10
+
+
+def test_organ_hu_and_masks(small_phantom: Path, manifest: pd.DataFrame) -> None:
+    for _, row in manifest.head(8).iterrows():
+        img, hu, mask = _arrays(small_phantom, row)
+        assert set(np.unique(mask)) <= set(range(7)) and {1, 2, 3, 4, 5} <= set(np.unique(mask))
+        assert abs(hu[mask == 1].mean() - (-850)) < 50  # lungs
+        assert 25 < hu[mask == 2].mean() < 55  # heart
+        assert 50 < hu[mask == 3].mean() < 72  # liver
+        assert 20 < hu[mask == 4].mean() < 42  # kidneys
+        assert hu[mask == 5].mean() > 300  # bone
+        corners = hu[[0, -1]][:, [0, -1]][:, :, [0, -1]]
+        assert corners.max() < -950  # air outside the body
+        voxel_ml = np.prod(img.header.get_zooms()) / 1000
+        liver_ml = (mask == 3).sum() * voxel_ml  # lesions inside the liver are label 6
+        low = 0.8 * (row.liver_volume_ml - row.lesion_burden_ml)
+        assert low < liver_ml < 1.1 * row.liver_volume_ml
+
+
+def test_lesion_centre_is_a_lesion(small_phantom: Path, manifest: pd.DataFrame) -> None:
+    has = manifest["lesion_x"].notna()
+    assert (has == (manifest["lesion_burden_ml"] > 0)).all() and has.sum() >= 10
+    for _, row in manifest[has].iterrows():
+        img, hu, mask = _arrays(small_phantom, row)
+        world = [row.lesion_x, row.lesion_y, row.lesion_z, 1.0]
+        ijk = np.rint(np.linalg.inv(img.affine) @ world)[:3].astype(int)
+        assert mask[tuple(ijk)] == 6
+        near = tuple(slice(max(i - 1, 0), i + 2) for i in ijk)
+        assert -250 < hu[near][mask[near] == 6].mean() < 90  # soft tissue / fluid, not lung or bone
+
+
+def test_repeat_scans_same_patient_same_split(manifest: pd.DataFrame, small_phantom: Path) -> None:
+    assert manifest.groupby("patient_id")["split"].nunique().max() == 1
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    repeats = manifest.groupby("patient_id").filter(lambda g: len(g) == 2)
+    assert repeats["patient_id"].nunique() == round(0.2 * SMALL_PHANTOM_PATIENTS)
+    same = ["patient_id", *FINDINGS, "liver_volume_ml", "lesion_burden_ml", "time", "event"]
+    for pid, pair in repeats.groupby("patient_id"):
+        first, second = pair.iloc[0], pair.iloc[1]
+        assert first.case_id != second.case_id
+        assert first[same].equals(second[same])
+        a, b = (nib.load(small_phantom / r["image"]) for r in (first, second))
+        assert a.shape != b.shape or not np.allclose(a.affine, b.affine)
+        if pd.notna(first.lesion_x):  # same lesion, moved by a few mm at most
+            shift = np.subtract(first[["lesion_x", "lesion_y", "lesion_z"]].to_numpy(float),
+                                second[["lesion_x", "lesion_y", "lesion_z"]].to_numpy(float))
+            assert np.abs(shift).max() <= 8.0
+
+
+def test_survival_depends_on_image(manifest: pd.DataFrame) -> None:
+    pat = manifest.drop_duplicates("patient_id")
+    assert set(pat["event"]) == {0, 1} and (pat["time"] > 0).all()
+    sick = (pat["lesion_burden_ml"] > 2) | (pat["pleural_effusion"] == 1)
+    assert pat.loc[sick, "time"].median() < pat.loc[~sick, "time"].median()
+
+
+def test_reports_match_labels(manifest: pd.DataFrame) -> None:
+    uncertain = 0
+    for _, row in manifest.iterrows():
+        text = row.report
+        assert text.startswith("FINDINGS: ") and " IMPRESSION: " in text
+        assert report_findings(text) == {f: int(row[f]) for f in FINDINGS}
+        sentences = re.split(r"(?<=[.;:])\s+", text)
+        for term, finding in (("nodule", "lung_nodule"), ("effusion", "pleural_effusion"),
+                              ("cyst", "kidney_cyst")):
+            said = [s for s in sentences if term in s.lower()]
+            if row[finding]:
+                assert any(not re.search(r"\b(no|without)\b", s, re.I) for s in said)
+            else:  # absent findings are negated or not mentioned
+                assert all(re.search(r"\b(no|without)\b", s, re.I) for s in said)
+        if row.lung_nodule or row.liver_lesion or row.kidney_cyst:
+            assert re.search(r"\b\d+ mm\b", text)
+        if not any(row[f] for f in FINDINGS):
+            assert re.search(r"\bNo pleural effusion|without effusion|no pleural effusion", text)
+        uncertain += bool(re.search(r"\b(Possible|Probable|probably|likely)\b", text))
+    assert uncertain >= 2
+    assert manifest["report"].nunique() > 0.8 * len(manifest)
+
+
+def test_ensure_phantom_caches(ctbench_home: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    path = ensure_phantom(seed=2, n_patients=3, progress=lambda d, t: calls.append((d, t)))
+    assert path == ctbench_home / "datasets" / f"phantom-v{PHANTOM_VERSION}-n3-seed2"
+    assert calls[-1] == (4, 4) and [d for d, _ in calls] == [1, 2, 3, 4]
+    before = (path / "manifest.csv").stat().st_mtime_ns
+    assert ensure_phantom(seed=2, n_patients=3, progress=lambda d, t: calls.append((d, t))) == path
+    assert len(calls) == 4 and (path / "manifest.csv").stat().st_mtime_ns == before
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path: Path) -> None:
+    def boom(done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_phantom(tmp_path / "ph", n_patients=3, progress=boom)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("keep")
+    with pytest.raises(CTBenchError, match="not empty"):
+        generate_phantom(tmp_path / "full", n_patients=3)
+    with pytest.raises(CTBenchError, match="n_patients"):
+        generate_phantom(tmp_path / "tiny", n_patients=2)
