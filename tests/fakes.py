@@ -48,3 +48,38 @@ class HistogramEncoder:
         scale[:3, 3] = (s - 1) / 2
         affine = np.asarray(volume.affine, dtype=np.float64) @ scale
         return Features(emb, grid[None], affine)
+
+
+class OracleEncoder:
+    """Embedding = the case's true phantom measurements (looked up by image file) + noise.
+
+    Stands in for a perfect encoder: the engine must learn from it, and must not from shuffled
+    labels.
+    """
+
+    card = CARD.model_copy(update={"name": "test-oracle", "embedding_dim": 8})
+    table: dict[str, np.ndarray] = {}
+
+    def __init__(self, weights: str = "random", device: str = "cpu") -> None:
+        import hashlib
+
+        self.weights_ref = WeightsRef(None, "random")
+        blob = b"".join(k.encode() + v.tobytes() for k, v in sorted(self.table.items()))
+        self.preprocessing_id = hashlib.sha256(blob).hexdigest()[:16]
+
+    def encode(self, volume) -> Features:
+        from pathlib import Path
+
+        name = Path(volume.meta["filename_or_obj"]).name
+        truth = self.table[name]
+        noise = np.random.default_rng(abs(hash(name)) % 2**32).normal(0, 0.1, truth.shape)
+        return Features(truth + noise)
+
+
+def oracle_table(manifest, columns) -> dict[str, np.ndarray]:
+    """Image file name -> standardised ground-truth vector for ``OracleEncoder``."""
+    from pathlib import Path
+
+    values = manifest[list(columns)].fillna(0).to_numpy(dtype=np.float64)
+    values = (values - values.mean(0)) / (values.std(0) + 1e-9)
+    return {Path(img).name: v for img, v in zip(manifest["image"], values)}
