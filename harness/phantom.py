@@ -220,8 +220,10 @@ def phantom_card(n_patients: int, seed: int) -> DatasetCard:
         TaskSpec(name="survival", category="survival", targets=("time", "event"),
                  main_metric="c_index", horizons=HORIZONS_DAYS,
                  description="overall survival, days"),
-        TaskSpec(name="retrieval", category="retrieval", targets=("patient_id",),
-                 main_metric="recall@1", description="find the other scan of the same patient"),
+        TaskSpec(name="retrieval", category="retrieval", targets=("patient_id", *FINDINGS),
+                 main_metric="label_recall@5",
+                 description="cases sharing a finding (1 positive vs up to 99 negatives) and "
+                             "the other scan of the same patient"),
         TaskSpec(name="localisation", category="localisation",
                  targets=("lesion_x", "lesion_y", "lesion_z"), main_metric="centre_error_mm",
                  description="centre of the largest lesion"),
