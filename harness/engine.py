@@ -14,6 +14,7 @@ import optuna
 from .bootstrap import Estimate, bootstrap_metrics
 from .errors import CTBenchError
 from .task import ProbeTask
+from .threads import single_threaded
 
 N_PROBE_SEEDS = 3
 
@@ -42,9 +43,11 @@ class ProbeOutcome:
 
 
 def _quiet(fn: Callable) -> Callable:
+    """Run a probe fit single-threaded and without convergence chatter."""
+
     def wrapped(*a, **k):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence chatter of small probes
+        with warnings.catch_warnings(), single_threaded():
+            warnings.simplefilter("ignore")
             return fn(*a, **k)
 
     return wrapped

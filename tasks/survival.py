@@ -31,7 +31,7 @@ class SurvivalTask(ProbeTask):
     category = "survival"
 
     def __init__(self, spec, dataset) -> None:
-        super().__init__(spec, dataset)
+        dataset.require_columns(list(spec.targets))
         if len(spec.targets) != 2:
             raise CTBenchError(f"survival task {spec.name!r} needs targets (time, event), got {spec.targets}")
         time_col, event_col = spec.targets
@@ -47,6 +47,7 @@ class SurvivalTask(ProbeTask):
         self.horizons = tuple(spec.horizons) or tuple(
             float(q) for q in np.quantile(m.loc[m[event_col] == 1, time_col], [0.25, 0.5, 0.75])
         )
+        super().__init__(spec, dataset)
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         time_col, event_col = self.spec.targets

@@ -9,6 +9,8 @@ from lifelines import CoxPHFitter
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
+from ctbench.threads import single_threaded
+
 
 class PCACox:
     """Standardise -> PCA(k) -> lifelines ``CoxPHFitter(penalizer, l1_ratio)``."""
@@ -65,7 +67,7 @@ class DeepCox:
         Xt = torch.tensor(self.scaler.transform(X), dtype=torch.float32)
         t = torch.tensor(y[:, 0], dtype=torch.float32)
         e = torch.tensor(y[:, 1], dtype=torch.float32)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), single_threaded():
             torch.manual_seed(self.seed)
             self.net = torch.nn.Sequential(
                 torch.nn.Linear(X.shape[1], self.hidden), torch.nn.GELU(), torch.nn.Dropout(0.1),

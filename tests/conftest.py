@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ if "test-histogram" not in MODELS:
     MODELS.register("test-histogram")(HistogramEncoder)
 
 SMALL_PHANTOM_PATIENTS = 40
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)  # two workers on two cores: no oversubscription
 
 
 @pytest.fixture(autouse=True)

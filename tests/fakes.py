@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from ctbench.card import InputSpec, ModelCard
@@ -59,20 +61,21 @@ class OracleEncoder:
 
     card = CARD.model_copy(update={"name": "test-oracle", "embedding_dim": 8})
     table: dict[str, np.ndarray] = {}
+    salt = 0
 
     def __init__(self, weights: str = "random", device: str = "cpu") -> None:
         import hashlib
 
         self.weights_ref = WeightsRef(None, "random")
         blob = b"".join(k.encode() + v.tobytes() for k, v in sorted(self.table.items()))
-        self.preprocessing_id = hashlib.sha256(blob).hexdigest()[:16]
+        self.preprocessing_id = hashlib.sha256(blob + bytes([self.salt])).hexdigest()[:16]
 
     def encode(self, volume) -> Features:
         from pathlib import Path
 
         name = Path(volume.meta["filename_or_obj"]).name
         truth = self.table[name]
-        noise = np.random.default_rng(abs(hash(name)) % 2**32).normal(0, 0.1, truth.shape)
+        noise = np.random.default_rng(zlib.crc32(name.encode()) + self.salt).normal(0, 0.1, truth.shape)
         return Features(truth + noise)
 
 
