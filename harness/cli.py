@@ -149,6 +149,17 @@ def _print_result(result: dict, path) -> None:
     )
 
 
+from .bench import bench_command  # noqa: E402
+from .check_adapter import command as check_adapter_command  # noqa: E402
+from .leaderboards.cli import app as leaderboard_app  # noqa: E402
+from .weights_cli import app as weights_app  # noqa: E402
+
+app.command("bench")(bench_command)
+app.command("check-adapter")(check_adapter_command)
+app.add_typer(leaderboard_app, name="leaderboard")
+app.add_typer(weights_app, name="weights")
+
+
 def main() -> None:
     """Console entry point: user errors print one line, no traceback."""
     try:

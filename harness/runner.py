@@ -200,6 +200,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
             "name": spec.name, "category": spec.category, "version": spec.version,
             "targets": list(spec.targets), "main_metric": spec.main_metric, "direction": task.direction,
             "dataset": dataset.card.name, "dataset_version": dataset.card.version,
+            "kind": getattr(task, "kind", None), "horizons": list(getattr(task, "horizons", ())),
         },
         "split": {"hash": dataset.split_hash(), "counts": scored.counts, "patients": scored.patients},
         "probe": scored.probe,

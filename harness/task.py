@@ -79,6 +79,27 @@ class ProbeTask(ABC):
     def prediction_columns(self, y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
         """Per-case columns written to predictions.csv beside the result."""
 
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(y, pred)`` read back from predictions.csv: the inverse of ``prediction_columns``
+        (leaderboards re-score saved predictions with it for paired bootstrap)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read back its predictions")
+
+    @classmethod
+    def for_scoring(cls, spec: TaskSpec) -> "ProbeTask":
+        """An instance that scores saved predictions without a dataset (no probe is fitted)."""
+        task = cls.__new__(cls)
+        task.spec, task.dataset = spec, None
+        return task
+
+    def _columns(self, frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise CTBenchError(
+                f"predictions lack column(s) {', '.join(missing)} for task {self.spec.name!r}; "
+                f"re-run the result with this ctbench version"
+            )
+        return frame[cols].to_numpy()
+
 
 class EvalTask(ABC):
     """A task scored directly on frozen embeddings, with nothing trained (e.g. retrieval)."""

@@ -3,7 +3,8 @@
 Pipeline: ``schema`` (validate and migrate result.json) -> ``collect`` (find and group) ->
 ``scoring`` + ``paired`` (patient-level paired bootstrap on saved predictions) -> ``ranking``
 (tie groups, mean ranks) -> ``board`` (the Board) -> ``plots`` / ``render_md`` /
-``render_html`` / ``export`` / ``publish`` (outputs). ``cli`` holds the typer sub-app.
+``render_html`` / ``export`` / ``publish`` (outputs, written atomically through ``files``).
+``cli`` holds the typer sub-app ``ctbench leaderboard build|publish``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Callable
 from ctbench.errors import CTBenchError
 
 from .board import Board, Table, build_board
+from .collect import collect
+from .publish import publish as publish_site
 from .ranking import RANK_RULE
 
 FORMATS = ("md", "html", "csv", "json")
@@ -33,4 +36,4 @@ def write_board(board: Board, fmt: str, out: Path | str) -> list[Path]:
     return writers[fmt](board, out)
 
 
-__all__ = ["Board", "FORMATS", "RANK_RULE", "Table", "build_board", "write_board"]
+__all__ = ["Board", "FORMATS", "RANK_RULE", "Table", "build_board", "collect", "publish_site", "write_board"]

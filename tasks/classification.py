@@ -106,6 +106,16 @@ class ClassificationTask(ProbeTask):
         return cols
 
 
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "multiclass":
+            probs = sorted((c for c in frame.columns if c.startswith("p_class")), key=lambda c: int(c[7:]))
+            y = self._columns(frame, [f"y_{self.spec.targets[0]}"])[:, 0].astype(int)
+            return y, self._columns(frame, probs or ["p_class0"]).astype(float)
+        y = self._columns(frame, [f"y_{t}" for t in self.spec.targets]).astype(int)
+        p = self._columns(frame, [f"p_{t}" for t in self.spec.targets]).astype(float)
+        return (y[:, 0], p[:, 0]) if self.kind == "binary" else (y, p)
+
+
 def _align_classes(p: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
     """Place per-class probabilities in columns 0..k-1 even when train lacked a class."""
     out = np.zeros((p.shape[0], max(k, int(classes.max()) + 1)))

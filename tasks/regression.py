@@ -64,3 +64,8 @@ class RegressionTask(ProbeTask):
             cols[f"y_{name}"] = y2[:, j]
             cols[f"p_{name}"] = p2[:, j]
         return cols
+
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        y = self._columns(frame, [f"y_{t}" for t in self.spec.targets]).astype(float)
+        p = self._columns(frame, [f"p_{t}" for t in self.spec.targets]).astype(float)
+        return (y[:, 0], p[:, 0]) if y.shape[1] == 1 else (y, p)

@@ -87,6 +87,17 @@ class SurvivalTask(ProbeTask):
         time_col, event_col = self.spec.targets
         return {f"y_{time_col}": y[:, 0], f"y_{event_col}": y[:, 1], "risk": pred}
 
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        time_col, event_col = self.spec.targets
+        y = self._columns(frame, [f"y_{time_col}", f"y_{event_col}"]).astype(float)
+        return y, self._columns(frame, ["risk"])[:, 0].astype(float)
+
+    @classmethod
+    def for_scoring(cls, spec) -> "SurvivalTask":
+        task = super().for_scoring(spec)
+        task.horizons = tuple(spec.horizons)
+        return task
+
     def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
         """Kaplan-Meier curves of the test cases split at the median predicted risk."""
         import matplotlib

@@ -1,0 +1,245 @@
+"""``ctbench bench``: run a models x tasks grid, skipping results that already exist.
+
+Every cell goes through ``ctbench.runner.run``, so features cached by one cell (or an earlier
+run) are reused by the next. A cell whose result file already exists at the path the runner
+would write is skipped unless ``overwrite``; a cell that fails with a user error is recorded and
+the grid goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
+
+import typer
+
+from .errors import CTBenchError
+from .paths import home
+from .results import RESULT_FILE, result_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import RunConfig
+
+Status = Literal["done", "skipped", "failed"]
+
+
+@dataclass
+class Cell:
+    """The outcome of one (model, task) cell."""
+
+    model: str
+    task: str
+    status: Status
+    path: Path | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    main_metric: str | None = None
+    value: float | None = None
+
+
+@dataclass
+class BenchReport:
+    """Every cell of the grid, in run order."""
+
+    cells: list[Cell] = field(default_factory=list)
+
+    def count(self, status: Status) -> int:
+        return sum(c.status == status for c in self.cells)
+
+    @property
+    def failed(self) -> list[Cell]:
+        return [c for c in self.cells if c.status == "failed"]
+
+
+@dataclass(frozen=True)
+class BenchEvent:
+    """Progress of the grid: a cell starts or ends, or the running cell reports a stage."""
+
+    kind: Literal["start", "stage", "end"]
+    index: int  # 0-based cell index
+    total: int
+    model: str
+    task: str
+    stage: str | None = None
+    done: int = 0
+    stage_total: int = 0
+    status: Status | None = None
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    """``a,b, c`` -> ``["a", "b", "c"]``; an empty list is a user error."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise CTBenchError(f"--{what} is empty; give comma-separated names, e.g. --{what} a,b")
+    return list(dict.fromkeys(items))
+
+
+def weights_tag(model: str, weights: str) -> str:
+    """The weights folder name the runner uses: ``random`` or the first 12 hex of the sha256."""
+    if weights == "random":
+        return "random"
+    from .registry import MODELS
+    from .weights import resolve_weights
+
+    return resolve_weights(MODELS.get(model).card, weights).sha256[:12]
+
+
+def _already_done(path: Path, train_fraction: float) -> bool:
+    """True when ``path`` holds a valid result for the same training fraction."""
+    if not path.is_file():
+        return False
+    from ctbench.leaderboards.schema import read_result
+
+    try:
+        existing = read_result(path)
+    except CTBenchError:
+        return False  # unreadable or foreign: run the cell again and replace it
+    return existing.config.train_fraction == train_fraction
+
+
+def bench(
+    models: Sequence[str],
+    tasks: Sequence[str] | str,
+    dataset: str = "phantom",
+    weights: str = "auto",
+    trials: int = 20,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    variant: str | None = None,
+    storage: str | None = None,
+    n_boot: int = 1000,
+    strict: bool = False,
+    train_fraction: float = 1.0,
+    progress: Callable[[BenchEvent], None] | None = None,
+    runner: Callable | None = None,
+) -> BenchReport:
+    """Run every (model, task) of the grid into ``out`` (default ``$CTBENCH_HOME/results``).
+
+    ``tasks`` may be ``"all"`` (every task of the dataset). Results land at
+    ``result_dir(out, dataset, task, model, weights_tag, seed, train_fraction)``, which is also
+    where existing results are looked for.
+    """
+    from .datasets import open_dataset
+    from .runner import RunConfig
+    from .runner import run as default_runner
+
+    if isinstance(tasks, str):
+        tasks = parse_list(tasks, "tasks")
+    ds = open_dataset(dataset)
+    names = [t.name for t in ds.card.tasks] if list(tasks) == ["all"] else list(dict.fromkeys(tasks))
+    for name in names:
+        ds.card.task(name)  # unknown task names fail before any cell runs
+    base = RunConfig(model="", task="", dataset=dataset, weights=weights, trials=trials, seed=seed, device=device,
+                     strict=strict, variant=variant, storage=storage, n_boot=n_boot, train_fraction=train_fraction)
+    root = Path(out).expanduser() if out else home() / "results"
+    emit = progress or (lambda event: None)
+    grid = [(m, t) for m in models for t in names]
+    report, tags = BenchReport(), {}
+    for i, (model, task) in enumerate(grid):
+        emit(BenchEvent("start", i, len(grid), model, task))
+        on_stage = _stage_reporter(emit, i, len(grid), model, task)
+        started = time.perf_counter()
+        cell = _run_cell(dataclasses.replace(base, model=model, task=task), root, ds.card.name, overwrite,
+                         tags, runner or default_runner, on_stage)
+        cell.seconds = time.perf_counter() - started
+        report.cells.append(cell)
+        emit(BenchEvent("end", i, len(grid), model, task, status=cell.status))
+    return report
+
+
+def _stage_reporter(emit: Callable[[BenchEvent], None], i: int, total: int, model: str,
+                    task: str) -> Callable[[str, int, int], None]:
+    """The runner's ``progress(stage, done, total)`` callback, as grid events of cell ``i``."""
+    return lambda stage, done, stage_total: emit(BenchEvent("stage", i, total, model, task, stage, done, stage_total))
+
+
+def result_file(cfg: RunConfig, root: Path, dataset_name: str, tag: str) -> Path:
+    """Where the grid puts (and looks for) the result of ``cfg``."""
+    model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
+    return result_dir(root, dataset_name, cfg.task, model_tag, tag, cfg.seed, cfg.train_fraction) / RESULT_FILE
+
+
+def _run_cell(cfg: RunConfig, root: Path, dataset_name: str, overwrite: bool, tags: dict[str, str | CTBenchError],
+              runner: Callable, on_stage: Callable[[str, int, int], None]) -> Cell:
+    """One cell: find where its result goes, skip it if present, otherwise run it."""
+    try:
+        if cfg.model not in tags:
+            try:
+                tags[cfg.model] = weights_tag(cfg.model, cfg.weights)
+            except CTBenchError as e:
+                tags[cfg.model] = e  # the same error for every task of this model, resolved once
+        tag = tags[cfg.model]
+        if isinstance(tag, CTBenchError):
+            raise tag
+        path = result_file(cfg, root, dataset_name, tag)
+        if not overwrite and _already_done(path, cfg.train_fraction):
+            return Cell(cfg.model, cfg.task, "skipped", path)
+        written, result = runner(dataclasses.replace(cfg, out=str(path.parent)), progress=on_stage)
+    except CTBenchError as e:
+        return Cell(cfg.model, cfg.task, "failed", error=str(e))
+    main = result["task"]["main_metric"]
+    return Cell(cfg.model, cfg.task, "done", Path(written), main_metric=main, value=result["metrics"][main]["value"])
+
+
+def bench_command(
+    models: str = typer.Option(..., "--models", help="comma-separated model names, e.g. voxelfm,merlin"),
+    tasks: str = typer.Option("all", "--tasks", help="comma-separated task names, or 'all' tasks of the dataset"),
+    dataset: str = typer.Option("phantom", "--dataset", "-d", help="built-in name or prepared dataset folder"),
+    weights: str = typer.Option("auto", "--weights", "-w", help="auto | random | PATH (same for every model)"),
+    trials: int = typer.Option(20, "--trials", min=1, help="Optuna trials (same for every model)"),
+    seed: int = typer.Option(0, "--seed", help="seed of tuning sampler, probes and bootstrap"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    out: Optional[str] = typer.Option(None, "--out", help="results root (default $CTBENCH_HOME/results)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="re-run cells whose result already exists"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="model size variant, e.g. tiny (tests)"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite)"),
+    n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
+    strict: bool = typer.Option(False, "--strict", help="stop a cell at its first failing case"),
+    train_fraction: float = typer.Option(1.0, "--train-fraction", min=0.0, max=1.0,
+                                         help="nested share of training patients (label efficiency)"),
+) -> None:
+    """Run a models x tasks grid with one progress view; existing results are skipped."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    err = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        grid = bar.add_task("grid", total=None)
+        stage = bar.add_task("", total=None, visible=False)
+
+        def progress(e: BenchEvent) -> None:
+            if e.kind == "start":
+                bar.update(grid, total=e.total, description=f"grid: {e.model} on {e.task}")
+                bar.reset(stage, total=None, description="  checking", visible=True)
+            elif e.kind == "stage":
+                label = STAGES.get(e.stage, e.stage)
+                bar.update(stage, completed=e.done, total=e.stage_total, description=f"  {label}")
+            else:
+                bar.update(grid, advance=1)
+                bar.update(stage, visible=False)
+
+        report = bench(parse_list(models, "models"), parse_list(tasks, "tasks"), dataset, weights, trials, seed,
+                       out, overwrite, device, variant, storage, n_boot, strict, train_fraction,
+                       progress=progress)
+    table = Table(title=f"ctbench bench: {report.count('done')} run, {report.count('skipped')} skipped, "
+                        f"{report.count('failed')} failed")
+    for col in ("model", "task", "status", "main metric", "seconds", "result / error"):
+        table.add_column(col)
+    for c in report.cells:
+        value = "" if c.value is None else f"{c.main_metric} {c.value:.3f}"
+        where = c.error if c.error else str(c.path or "")
+        colour = {"done": "green", "skipped": "cyan", "failed": "red"}[c.status]
+        table.add_row(c.model, c.task, f"[{colour}]{c.status}[/]", value, f"{c.seconds:.1f}", where)
+    Console().print(table)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe"}

@@ -1,0 +1,319 @@
+"""Assemble a leaderboard from result files: tables with tie-aware ranks, mean ranks, curves.
+
+Results are ranked together only when they share dataset, task, task version, split hash and
+protocol version. A task whose results span several of these gets one table each (never one
+mixed ranking); the table with the most models (then the newest) counts towards mean ranks and
+the others carry a note saying why they stand apart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctbench.bootstrap import patient_resamples
+from ctbench.errors import CTBenchError
+from ctbench.provenance import PROTOCOL_VERSION, ctbench_version, git_sha
+
+from .collect import BoardKey, Entry, collect, contaminated, row_labels
+from .paired import align, model_draws, paired_difference, same_targets
+from .ranking import RANK_RULE, display_order, mean_ranks, point_ranks, significance_ranks
+from .scoring import can_score, make_scorer
+
+KM_FILES = ("km.png", "km.csv")
+
+
+@dataclass
+class Cell:
+    """A value with its 95% interval (None where unknown)."""
+
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass
+class Row:
+    label: str
+    model: str
+    weights_tag: str
+    weights_sha256: str
+    random_init: bool
+    contaminated: bool
+    seeds: list[int]
+    rank: int
+    tie_size: int
+    main: Cell
+    metrics: dict[str, Cell]
+    better_than: list[str]
+    provenance: dict[str, Any]
+
+
+@dataclass
+class Table:
+    """One ranked table: results sharing dataset, task, version, split hash and protocol."""
+
+    dataset: str
+    task: str
+    version: str
+    category: str
+    main_metric: str
+    direction: str
+    split_hash: str
+    protocol_version: str
+    rows: list[Row]
+    metric_names: list[str]
+    tested: bool
+    n_cases: int
+    n_patients: int
+    n_boot: int
+    primary: bool = True
+    notes: list[str] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    km: list[tuple[str, str]] = field(default_factory=list)  # (row label, file path)
+
+    @property
+    def slug(self) -> str:
+        base = f"{self.dataset}--{self.task}"
+        return base if self.primary else f"{base}--v{self.version}-{self.split_hash[:8]}-p{self.protocol_version}"
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} / {self.task}"
+
+
+@dataclass
+class Curve:
+    """Label efficiency: main metric against training fraction, one series per model."""
+
+    dataset: str
+    task: str
+    main_metric: str
+    series: dict[str, list[dict[str, float | None]]]
+    slug: str = ""  # the slug of the table on the same task, version, split and protocol
+
+
+@dataclass
+class Board:
+    tables: list[Table]
+    mean_ranks: list[dict]
+    curves: list[Curve]
+    provenance: dict[str, Any]
+    rank_rule: str = RANK_RULE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (table slugs included)."""
+        out = asdict(self)
+        for t, d in zip(self.tables, out["tables"], strict=True):
+            d["slug"] = t.slug
+        return out
+
+
+def build_board(source: Path | str | list[Entry], n_boot: int = 1000, seed: int = 0) -> Board:
+    """Validate every result under ``source`` and turn them into a ranked board."""
+    entries = collect(source) if isinstance(source, (str, Path)) else list(source)
+    root = Path(source) if isinstance(source, (str, Path)) else None
+    labels = row_labels(entries)
+    groups: dict[BoardKey, list[Entry]] = defaultdict(list)
+    for e in entries:
+        groups[e.board_key].append(e)
+    tables: dict[BoardKey, Table] = {}
+    curves: dict[BoardKey, Curve] = {}
+    for key in sorted(groups):
+        full = [e for e in groups[key] if e.train_fraction == 1.0]
+        if full:
+            tables[key] = _table(full, labels, root, n_boot, seed)
+        curve = _curve(groups[key], labels)
+        if curve is not None:
+            curves[key] = curve
+    _mark_primary(list(tables.values()))
+    for key, curve in curves.items():
+        curve.slug = tables[key].slug if key in tables else f"{key[0]}--{key[1]}--{key[3][:8]}-fractions"
+    tables, curves = list(tables.values()), list(curves.values())
+    ranks = mean_ranks([(r.label, t.category, r.rank) for t in tables if t.primary for r in t.rows])
+    return Board(tables, ranks, curves, _provenance(entries, n_boot, seed))
+
+
+def _by_label(entries: list[Entry], labels: dict, notes: list[str]) -> dict[str, list[Entry]]:
+    """Entries per row label, one per seed (the newest wins when a seed appears twice)."""
+    out: dict[str, dict[int, Entry]] = defaultdict(dict)
+    for e in sorted(entries, key=lambda e: e.result.created):
+        label = labels[(e.result.model.tag, e.weights_tag)]
+        if e.seed in out[label]:
+            notes.append(f"{label}: seed {e.seed} has several results; the newest ({e.path}) is used")
+        out[label][e.seed] = e
+    return {k: [v[s] for s in sorted(v)] for k, v in sorted(out.items())}
+
+
+def _metric_cell(entries: list[Entry], name: str) -> Cell:
+    vals = [e.result.metrics[name] for e in entries if name in e.result.metrics]
+    if not vals:
+        return Cell(None)
+    if len(vals) == 1:
+        return Cell(vals[0].value, vals[0].ci_low, vals[0].ci_high)
+    points = [v.value for v in vals if v.value is not None]
+    return Cell(float(np.mean(points)) if points else None)  # no honest CI from per-seed CIs
+
+
+def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, seed: int) -> Table:
+    first = entries[0].result
+    info = first.task
+    notes: list[str] = []
+    rows_in = _by_label(entries, labels, notes)
+    names = list(rows_in)
+    others = {m for es in rows_in.values() for e in es for m in e.result.metrics} - {info.main_metric}
+    metric_names = [info.main_metric, *sorted(others)]
+    cells = {k: {m: _metric_cell(es, m) for m in metric_names} for k, es in rows_in.items()}
+    paired = _paired(rows_in, info, n_boot, seed) if can_score(info) else None
+    if paired is not None:
+        ranks, better, comparisons, draws, n_cases, n_patients = paired
+        tested = True
+        for k in names:
+            if len(rows_in[k]) > 1:  # several seeds: the CI comes from the mean-over-seeds draws
+                ok = draws[k].draws[np.isfinite(draws[k].draws)]
+                lo, hi = np.quantile(ok, [0.025, 0.975]) if len(ok) else (None, None)
+                cells[k][info.main_metric] = Cell(draws[k].point, _f(lo), _f(hi))
+        if n_cases < min(len(e.predictions) for es in rows_in.values() for e in es):
+            notes.append(f"paired comparison on the {n_cases} test cases every model has")
+    else:
+        tested, comparisons = False, []
+        better = np.zeros((len(names), len(names)), dtype=bool)
+        ranks = point_ranks([cells[k][info.main_metric].value for k in names], info.direction)
+        counts, patients = first.split.counts, first.split.patients
+        n_cases, n_patients = counts.get("test", counts.get("all", 0)), patients.get("test", patients.get("all", 0))
+        notes.append(f"not tested: ranks follow point values ({info.category} predictions cannot be read back)")
+    values = [cells[k][info.main_metric].value for k in names]
+    order = display_order(ranks, values, names, info.direction)
+    rows = []
+    for i in order:
+        k, es = names[i], rows_in[names[i]]
+        r = es[-1].result
+        rows.append(Row(
+            label=k, model=r.model.tag, weights_tag=es[-1].weights_tag, weights_sha256=r.model.weights.sha256,
+            random_init=r.model.weights.random_init, contaminated=any(contaminated(e) for e in es),
+            seeds=[e.seed for e in es], rank=ranks[i], tie_size=ranks.count(ranks[i]),
+            main=cells[k][info.main_metric], metrics=cells[k],
+            better_than=[names[j] for j in range(len(names)) if better[i, j]],
+            provenance=_row_provenance(es, root),
+        ))
+    km = [(k, str(path)) for k, es in rows_in.items() if info.category == "survival"
+          for path in [_km_file(es[0].folder)] if path is not None]
+    return Table(info.dataset, info.name, info.version, info.category, info.main_metric, info.direction,
+                 first.split.hash, first.protocol_version, rows, metric_names, tested, n_cases, n_patients,
+                 n_boot, notes=notes, comparisons=comparisons, km=km)
+
+
+def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
+    """Paired bootstrap of the main metric between every pair of rows on their common cases.
+
+    Returns (ranks, better matrix, comparisons, draws per row, cases, patients), or None when
+    the predictions cannot be read back.
+    """
+    names, where = list(rows_in), f"{info.dataset}/{info.name}"
+    patients, aligned = align({k: [e.predictions for e in es] for k, es in rows_in.items()}, where)
+    scorer = make_scorer(info, aligned[names[0]][0])
+    if scorer is None:
+        return None
+    arrays = {k: [scorer.arrays(f) for f in fs] for k, fs in aligned.items()}
+    y0 = arrays[names[0]][0][0]
+    for k, fs in arrays.items():
+        if not all(same_targets(y0, y) for y, _ in fs):
+            raise CTBenchError(f"{where}: {k!r} has other targets than {names[0]!r} for the same cases; "
+                               f"the results were not computed on the same labels - re-run one of them")
+    samples = patient_resamples(patients, n_boot, seed)
+    draws = {k: model_draws(scorer.metric, y0, [p for _, p in fs], samples) for k, fs in arrays.items()}
+    sign = 1.0 if info.direction == "maximize" else -1.0
+    better = np.zeros((len(names), len(names)), dtype=bool)
+    comparisons = []
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            d = paired_difference(draws[a], draws[names[j]])
+            comparisons.append({"a": a, "b": names[j], **asdict(d), "covers_zero": d.covers_zero})
+            if not d.covers_zero:
+                better[i, j], better[j, i] = sign * d.value > 0, sign * d.value < 0
+    return significance_ranks(better), better, comparisons, draws, len(patients), len(set(patients))
+
+
+def _km_file(folder: Path) -> Path | None:
+    """The Kaplan-Meier figure beside a survival result (``km.png``), else its data (``km.csv``)."""
+    return next((folder / f for f in KM_FILES if (folder / f).is_file()), None)
+
+
+def _f(v) -> float | None:
+    return None if v is None else float(v)
+
+
+def _row_provenance(entries: list[Entry], root: Path | None) -> dict[str, Any]:
+    def rel(p: Path) -> str:
+        if root is not None and root.is_dir():
+            try:
+                return str(p.relative_to(root))
+            except ValueError:
+                pass
+        return str(p)
+
+    rs = [e.result for e in entries]
+    return {
+        "weights_sha256": rs[-1].model.weights.sha256,
+        "split_hash": rs[-1].split.hash,
+        "ctbench_version": sorted({r.ctbench_version for r in rs}),
+        "git_sha": sorted({r.git_sha or "unknown" for r in rs}),
+        "created": max(r.created for r in rs).isoformat(),
+        "results": [rel(e.path) for e in entries],
+    }
+
+
+def _mark_primary(tables: list[Table]) -> None:
+    per_task: dict[tuple[str, str], list[Table]] = defaultdict(list)
+    for t in tables:
+        per_task[(t.dataset, t.task)].append(t)
+    for same in per_task.values():
+        if len(same) == 1:
+            continue
+        newest = lambda t: max(r.provenance["created"] for r in t.rows)  # noqa: E731
+        same.sort(key=lambda t: (len(t.rows), newest(t)), reverse=True)
+        head = same[0]
+        for t in same[1:]:
+            t.primary = False
+            t.notes.append(
+                f"not ranked with the main {t.title} table (task version {head.version}, split "
+                f"{head.split_hash[:12]}, protocol {head.protocol_version}): results on another task "
+                f"version, split or protocol are not comparable; excluded from mean ranks"
+            )
+
+
+def _curve(entries: list[Entry], labels: dict) -> Curve | None:
+    if len({e.train_fraction for e in entries}) < 2:
+        return None
+    info = entries[0].result.task
+    series: dict[str, list[dict[str, float | None]]] = defaultdict(list)
+    cells: dict[tuple[str, float], list[Entry]] = defaultdict(list)
+    for e in entries:
+        cells[(labels[(e.result.model.tag, e.weights_tag)], e.train_fraction)].append(e)
+    for (label, frac), es in sorted(cells.items()):
+        c = _metric_cell(es, info.main_metric)
+        series[label].append({"fraction": frac, "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high})
+    return Curve(info.dataset, info.name, info.main_metric, dict(series))
+
+
+def _provenance(entries: list[Entry], n_boot: int, seed: int) -> dict[str, Any]:
+    rs = [e.result for e in entries]
+    return {
+        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "builder_ctbench_version": ctbench_version(),
+        "builder_git_sha": git_sha(),
+        "builder_protocol_version": PROTOCOL_VERSION,
+        "results": len(rs),
+        "result_ctbench_versions": sorted({r.ctbench_version for r in rs}),
+        "result_git_shas": sorted({r.git_sha or "unknown" for r in rs}),
+        "protocol_versions": sorted({r.protocol_version for r in rs}),
+        "upgraded_from_older_schema": sum(r.migrated_from_schema is not None for r in rs),
+        "results_created_first": min(r.created for r in rs).isoformat(),
+        "results_created_last": max(r.created for r in rs).isoformat(),
+        "paired_bootstrap": {"resamples": n_boot, "seed": seed, "unit": "patient", "level": 0.95},
+    }

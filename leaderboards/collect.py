@@ -1,0 +1,115 @@
+"""Find, validate and group result files: the only input a leaderboard has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from ctbench.errors import CTBenchError
+from ctbench.results import RESULT_FILE
+
+from .schema import ResultFile, read_result
+
+#: Results that may be ranked together share all of these.
+BoardKey = tuple[str, str, str, str, str]  # dataset, task, task version, split hash, protocol
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One validated result file and where it lives."""
+
+    path: Path
+    result: ResultFile
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def weights_tag(self) -> str:
+        """``random`` or the first 12 hex digits of the weights sha256 (as in result folders)."""
+        w = self.result.model.weights
+        return "random" if w.random_init else w.sha256[:12]
+
+    @property
+    def board_key(self) -> BoardKey:
+        r = self.result
+        return (r.task.dataset, r.task.name, r.task.version, r.split.hash, r.protocol_version)
+
+    @property
+    def train_fraction(self) -> float:
+        return float(self.result.config.train_fraction)
+
+    @property
+    def seed(self) -> int:
+        return int(self.result.config.seed)
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame:
+        """The per-case predictions beside the result (``case_id``, ``patient_id``, task columns)."""
+        path = self.folder / self.result.predictions_file
+        if not path.is_file():
+            raise CTBenchError(f"{self.path}: its predictions file {path.name} is missing; re-run this result")
+        try:
+            frame = pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
+        except (OSError, ValueError) as e:
+            raise CTBenchError(f"{path}: cannot be read as CSV ({e}); re-run this result") from None
+        missing = [c for c in ("case_id", "patient_id") if c not in frame.columns]
+        if missing:
+            raise CTBenchError(f"{path}: lacks column(s) {', '.join(missing)}; re-run this result")
+        if frame["case_id"].duplicated().any():
+            dup = frame.loc[frame["case_id"].duplicated(), "case_id"].iloc[0]
+            raise CTBenchError(f"{path}: case_id {dup!r} appears twice; re-run this result")
+        return frame
+
+
+def find_result_files(root: Path | str) -> list[Path]:
+    """Every ``result.json`` under ``root`` (or ``root`` itself when it is one), sorted."""
+    root = Path(root).expanduser()
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise CTBenchError(f"results folder {root} does not exist; pass --results DIR holding ctbench results")
+    return sorted(p for p in root.rglob(RESULT_FILE) if p.is_file())
+
+
+def collect(root: Path | str) -> list[Entry]:
+    """Validated entries of every result file under ``root``; any invalid file stops with its name."""
+    paths = find_result_files(root)
+    if not paths:
+        raise CTBenchError(
+            f"no {RESULT_FILE} found under {root}; run `ctbench run` or `ctbench bench` first, "
+            f"or pass --results DIR"
+        )
+    return [Entry(p, read_result(p)) for p in paths]
+
+
+def row_labels(entries: list[Entry]) -> dict[tuple[str, str], str]:
+    """Display label of every (model tag, weights tag), unique across the whole board.
+
+    ``random`` weights read ``model (random)``; a model with several real checkpoints shows each
+    as ``model@sha12``; otherwise the bare model name.
+    """
+    real: dict[str, set[str]] = {}
+    for e in entries:
+        if not e.result.model.weights.random_init:
+            real.setdefault(e.result.model.tag, set()).add(e.weights_tag)
+    labels: dict[tuple[str, str], str] = {}
+    for e in entries:
+        tag, wt = e.result.model.tag, e.weights_tag
+        if e.result.model.weights.random_init:
+            labels[(tag, wt)] = f"{tag} (random)"
+        elif len(real[tag]) > 1:
+            labels[(tag, wt)] = f"{tag}@{wt}"
+        else:
+            labels[(tag, wt)] = tag
+    return labels
+
+
+def contaminated(entry: Entry) -> bool:
+    """True when the model card lists the task's dataset among its pre-training data."""
+    name = entry.result.task.dataset.strip().lower()
+    return any(d.strip().lower() == name for d in entry.result.model.card.pretraining_datasets)

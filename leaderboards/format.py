@@ -1,0 +1,131 @@
+"""Display text shared by every output format; values are rounded here and only here."""
+
+from __future__ import annotations
+
+import math
+
+from .board import Board, Cell, Row, Table
+
+FLAG_LEGEND = {
+    "random init": "random-initialisation control (no pre-trained weights)",
+    "contaminated": "the model card lists this task's dataset among its pre-training data",
+    "seeds": "mean over several probe seeds",
+}
+
+
+def num(v: float | None, digits: int = 3) -> str:
+    """``v`` rounded for display; ``n/a`` where undefined."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+def with_ci(cell: Cell) -> str:
+    """``0.812 [0.750, 0.871]`` (interval left out when unknown)."""
+    if cell.ci_low is None or cell.ci_high is None:
+        return num(cell.value)
+    return f"{num(cell.value)} [{num(cell.ci_low)}, {num(cell.ci_high)}]"
+
+
+def rank_text(row: Row) -> str:
+    """``=2`` for a rank shared by a tie group, ``2`` otherwise."""
+    return f"={row.rank}" if row.tie_size > 1 else str(row.rank)
+
+
+def flags(row: Row, table: Table) -> list[str]:
+    out = []
+    if row.random_init:
+        out.append("random init")
+    if row.contaminated:
+        out.append("contaminated")
+    if len(row.seeds) > 1:
+        out.append(f"{len(row.seeds)} seeds")
+    return out
+
+
+def heading(table: Table) -> str:
+    """Task title, with version and split when the table stands apart from the main one."""
+    return table.title if table.primary else f"{table.title} (task v{table.version}, split {table.split_hash[:8]})"
+
+
+def direction_text(direction: str) -> str:
+    return "higher is better" if direction == "maximize" else "lower is better"
+
+
+def caption(table: Table) -> str:
+    """One line saying what was compared, on what, and how ties were decided."""
+    test = (f"paired patient-level bootstrap, {table.n_boot} resamples" if table.tested
+            else "not tested (no paired predictions)")
+    return (
+        f"main metric {table.main_metric} ({direction_text(table.direction)}); category {table.category}; "
+        f"task version {table.version}; split {table.split_hash[:12]}; protocol {table.protocol_version}; "
+        f"{table.n_cases} test cases from {table.n_patients} patients; ties: {test}"
+    )
+
+
+def tie_summary(table: Table) -> str:
+    """``tie groups: {a, b} share rank 2`` or ``no ties``."""
+    groups: dict[int, list[str]] = {}
+    for r in table.rows:
+        groups.setdefault(r.rank, []).append(r.label)
+    shared = [f"{{{', '.join(v)}}} share rank {k}" for k, v in sorted(groups.items()) if len(v) > 1]
+    return "tie groups: " + "; ".join(shared) if shared else "no ties"
+
+
+def table_header(table: Table) -> list[str]:
+    return ["rank", "model", f"{table.main_metric} (95% CI)", *table.metric_names[1:], "flags"]
+
+
+def table_cells(table: Table) -> list[list[str]]:
+    """Display rows of a task table in board order."""
+    out = []
+    for r in table.rows:
+        others = [with_ci(r.metrics[m]) for m in table.metric_names[1:]]
+        out.append([rank_text(r), r.label, with_ci(r.main), *others, ", ".join(flags(r, table))])
+    return out
+
+
+def provenance_cells(table: Table) -> list[list[str]]:
+    """Per row: weights sha256, split hash, seeds, ctbench version, git sha, created, files."""
+    out = []
+    for r in table.rows:
+        p = r.provenance
+        out.append([
+            r.label, p["weights_sha256"], p["split_hash"], ", ".join(map(str, r.seeds)),
+            ", ".join(p["ctbench_version"]), ", ".join(p["git_sha"]), p["created"], ", ".join(p["results"]),
+        ])
+    return out
+
+
+PROVENANCE_HEADER = ["model", "weights sha256", "split hash", "seeds", "ctbench", "git sha", "created", "result files"]
+
+
+def mean_rank_header(board: Board) -> list[str]:
+    cats = sorted({c for r in board.mean_ranks for c in r["categories"]})
+    return ["model", "overall mean rank", "tasks", *cats]
+
+
+def mean_rank_cells(board: Board) -> list[list[str]]:
+    cats = mean_rank_header(board)[3:]
+    return [
+        [r["model"], num(r["overall"], 2), str(r["tasks"]), *(num(r["categories"].get(c), 2) for c in cats)]
+        for r in board.mean_ranks
+    ]
+
+
+def footer_lines(board: Board) -> list[str]:
+    """The provenance footer: who built the board from what, when, and how ranks were decided."""
+    p = board.provenance
+    pb = p["paired_bootstrap"]
+    return [
+        f"Built {p['built']} by ctbench {p['builder_ctbench_version']} (git {p['builder_git_sha'] or 'unknown'}, "
+        f"protocol {p['builder_protocol_version']}) from {p['results']} result files.",
+        f"Results written by ctbench {', '.join(p['result_ctbench_versions'])} "
+        f"(git {', '.join(p['result_git_shas'])}); protocol version(s) {', '.join(p['protocol_versions'])}; "
+        f"created {p['results_created_first']} to {p['results_created_last']}"
+        + (f"; {n} upgraded from an older result schema" if (n := p["upgraded_from_older_schema"]) else "")
+        + ".",
+        f"Paired bootstrap: {pb['resamples']} {pb['unit']}-level resamples (seed {pb['seed']}), "
+        f"{int(pb['level'] * 100)}% intervals. {board.rank_rule}",
+        "Values are computed from result files and rounded only for display.",
+    ]
