@@ -6,4 +6,6 @@ their pyproject: ``[project.entry-points."ctbench.adapters"] mymodel = "mypkg.ad
 
 BUILTIN_MODELS: dict[str, str] = {
     "voxelfm": "ctbench.adapters.voxelfm:VoxelFMEncoder",
+    "merlin": "ctbench.adapters.merlin:MerlinEncoder",
+    "ct-fm": "ctbench.adapters.ctfm:CTFMEncoder",
 }
