@@ -39,20 +39,27 @@ def models(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     if as_json:
         return _print_json(rows)
     table = Table(title="ctbench models")
-    for col in ("name", "architecture", "params", "emb", "tokens", "supervision", "licence", "native input", "weights"):
-        table.add_column(col)
+    for col in ("name", "params", "emb", "tokens", "supervision", "licence", "native input", "weights"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         if "error" in r:
-            table.add_row(r["name"], f"[red]{r['error']}[/]", *[""] * 7)
+            table.add_row(r["name"], *[""] * 7)
             continue
         inp, w = r["input"], r["weights"]
         size = inp["spatial_size"] if isinstance(inp["spatial_size"], str) else "x".join(map(str, inp["spatial_size"]))
         source = f"{w['hub_repo']}/{w['filename']}" if w["hub_repo"] else "local file"
         table.add_row(
-            r["name"], r["architecture"], f"{r['parameters'] / 1e6:.1f}M", str(r["embedding_dim"]),
-            str(r["token_dim"] or "-"), r["supervision"], r["licence"], size, source,
+            r["name"], f"{r['parameters'] / 1e6:.1f}M", str(r["embedding_dim"]), str(r["token_dim"] or "-"),
+            r["supervision"], r["licence"], _short(size), source,
         )
     console.print(table)
+    for r in rows:
+        if "error" in r:
+            err.print(f"[red]{r['name']}:[/] {r['error']}")
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command()
