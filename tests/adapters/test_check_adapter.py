@@ -127,9 +127,9 @@ def _failed(checks) -> list[str]:
     return [c.name for c in checks if not c.ok]
 
 
-@pytest.mark.parametrize("ref", ["ctbench.adapters.merlin:MerlinEncoder", "ctbench.adapters.ctfm:CTFMEncoder"])
+@pytest.mark.parametrize("ref", ["merlin", "ct-fm", "ct-clip", "m3d", "radfm", "voxelfm"])
 def test_real_adapters_pass_every_check(ref: str) -> None:
-    checks = run_checks(ref, variant="test")
+    checks = run_checks(ref, variant="tiny" if ref == "voxelfm" else "test")
     assert _failed(checks) == []
     names = {c.name for c in checks}
     assert {"geometry: blob token", "geometry: preprocessing affine", "weights round trip", "deterministic"} <= names

@@ -1,0 +1,206 @@
+"""ctbench adapter for CT-CLIP (Hamamci et al., arXiv:2403.17834): the CTViT image encoder of the
+CLIP model trained on CT-RATE chest CTs and their reports.
+
+Cheap to import: torch, MONAI and the network (``ctclip_net``) load when an encoder is built.
+
+Preprocessing (reference ``data_inference_nii.py``, as MONAI transforms on the canonical volume):
+1. reorient to ``LPS`` axis codes (array axis i -> patient left, j -> posterior, k -> superior).
+   The reference applies no reorientation: its tensor ``(slice, row, col)`` is the NIfTI file's
+   ``(k, i, j)``. CT-RATE volumes come from DICOM series, whose usual array layout is this one
+   (the tensor's axis codes are then S, L, P, the "SLP" of the community reconstruction), so
+   reorienting first gives every input the layout the model was trained on and leaves such
+   files unchanged. This layout is inferred, not stated by the reference.
+2. clip HU to [-1000, 1000] and divide by 1000;
+3. trilinear resize (``align_corners=False``) to 0.75 x 0.75 x 1.5 mm: new size
+   ``int(n * spacing / target)`` per axis, as in the reference;
+4. centre crop / pad (value -1) to 480 x 480 x 240 (L, P, S);
+5. permute to ``(1, slice, row, col) = (1, 240, 480, 480)``.
+
+Features: ``embedding`` = the CLIP image latent (frame-mean of the quantised tokens, flattened,
+``to_visual_latent``, L2-normalised; 512-d); ``tokens`` = quantised CTViT tokens
+``(512, t, h, w) = (512, 24, 24, 24)`` of 15 mm cells along (slice, row, col).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from ctbench.card import InputSpec, ModelCard, WeightsSpec
+from ctbench.errors import CTBenchError
+from ctbench.types import Features
+from ctbench.weights import resolve_weights, seeded_init
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from monai.data import MetaTensor
+
+__all__ = ["CARD", "CTCLIPEncoder", "preprocess", "load_weights", "image_state"]
+
+NAME = "ct-clip"
+ORIENTATION = "LPS"
+HU_WINDOW = (-1000.0, 1000.0)
+SPACING_MM = (0.75, 0.75, 1.5)  # along the reoriented (L, P, S) axes = (row, col, slice)
+PAD_VALUE = -1.0
+SIZES = {"full": (480, 480, 240), "test": (80, 80, 40)}  # (L, P, S) = (row, col, slice)
+VARIANTS = tuple(SIZES)
+# Keys of the official CLIP file that are not part of the image encoder.
+IGNORED_PREFIXES = ("text_transformer.", "to_text_latent.", "to_text_latent_extra.",
+                    "to_visual_latent_extra.", "temperature")
+IMAGE_PREFIXES = ("visual_transformer.", "to_visual_latent.")
+
+CARD = ModelCard(
+    name=NAME,
+    title="CT-CLIP: CTViT image encoder contrastively trained with chest CT reports (CT-RATE)",
+    citation=(
+        "Hamamci, I. E. et al. Developing Generalist Foundation Models from a Multimodal Dataset "
+        "for 3D Computed Tomography. arXiv:2403.17834 (2024)"
+    ),
+    licence=(
+        "weights CC-BY-NC-SA-4.0 (non-commercial use only, share-alike; trained on CT-RATE, same "
+        "terms); the reference code repository has no licence file"
+    ),
+    architecture=(
+        "CTViT: 20x20 (row, col) x 10 (slice) patches -> 512-d (LayerNorm-Linear-LayerNorm), 4 "
+        "spatial blocks with continuous relative position bias + 4 temporal blocks, PEG, "
+        "cosine-sim attention (8 heads x 32), GEGLU FFN, cosine-sim VQ (8192 codes); image latent "
+        "= Linear(24*24*512 -> 512, no bias) of the frame-mean tokens, L2-normalised. Parameters: "
+        "CTViT 25,890,200 + to_visual_latent 150,994,944"
+    ),
+    parameters=176_885_144,
+    embedding_dim=512,
+    token_dim=512,
+    supervision="language",
+    pretraining_datasets=("CT-RATE",),
+    input=InputSpec(
+        orientation="LPS (array i -> left, j -> posterior, k -> superior; inferred CT-RATE layout)",
+        spacing_mm=SPACING_MM,
+        hu_window=HU_WINDOW,
+        intensity="clip(HU, -1000, 1000) / 1000; padding -1",
+        spatial_size=SIZES["full"],
+        axis_order="(B, 1, slice, row, col) = (B, 1, 240, 480, 480) = (S, L, P) axes",
+    ),
+    weights=WeightsSpec(
+        hub_repo="ibrahimhamamci/CT-RATE",
+        hub_repo_type="dataset",
+        filename="models/CT-CLIP-Related/CT-CLIP_v2.pt",
+        revision=None,
+        sha256=None,
+        format="torch",
+    ),
+)
+
+
+def preprocess(volume: "MetaTensor", size: Sequence[int] = SIZES["full"]) -> "MetaTensor":
+    """Canonical volume -> network input ``(1, slice, row, col)`` float32 MetaTensor whose
+    ``affine`` maps its index to world RAS mm (tracked by MONAI through every step)."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Resize, ResizeWithPadOrCrop, ScaleIntensityRange
+
+    from ctbench.adapters._common import affine_of, permute_affine
+    from ctbench.adapters._common import preprocess as run
+
+    ras = (("L", "R"), ("P", "A"), ("I", "S"))
+    x = run(volume, [Orientation(axcodes=ORIENTATION, labels=ras)], NAME)
+    spacing = np.linalg.norm(affine_of(x)[:3, :3], axis=0)
+    shape = [max(1, int(n * s / t)) for n, s, t in zip(x.shape[1:], spacing, SPACING_MM)]
+    lo, hi = HU_WINDOW
+    x = run(x, [
+        ScaleIntensityRange(a_min=lo, a_max=hi, b_min=lo / 1000, b_max=hi / 1000, clip=True),
+        Resize(spatial_size=shape, mode="trilinear"),
+        ResizeWithPadOrCrop(spatial_size=tuple(size), mode="constant", value=PAD_VALUE),
+    ], NAME)
+    order = (2, 0, 1)  # (L, P, S) -> (slice, row, col)
+    return MetaTensor(x.as_tensor().permute(0, 3, 1, 2).contiguous(),
+                      affine=torch.as_tensor(permute_affine(affine_of(x), order)))
+
+
+def image_state(state: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Keep the image-tower entries of an official CT-CLIP file (``visual_transformer.*`` and
+    ``to_visual_latent.weight``); text-tower keys are dropped, anything else is an error. A
+    ``module.`` prefix on every key (a DDP-wrapped training checkpoint) is removed first."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    if not any(k.startswith("visual_transformer.") for k in state):
+        return dict(state)
+    stray = [k for k in state if not k.startswith(IMAGE_PREFIXES + IGNORED_PREFIXES)]
+    if stray:
+        raise CTBenchError(
+            f"{source}: unexpected keys {stray[:8]} beside the CT-CLIP image and text towers; "
+            f"pass the official CT-CLIP_v2.pt (or a state_dict of visual_transformer + "
+            f"to_visual_latent)"
+        )
+    return {k: v for k, v in state.items() if k.startswith(IMAGE_PREFIXES)}
+
+
+def load_weights(model: "torch.nn.Module", path: str) -> None:
+    """Load an official CT-CLIP checkpoint into ``model`` strictly, with clear errors."""
+    from ctbench.adapters._common import load_strict, read_checkpoint
+
+    load_strict(model, image_state(read_checkpoint(path, NAME), str(path)), str(path), NAME)
+
+
+class CTCLIPEncoder:
+    """Frozen CT-CLIP image tower: 512-d CLIP image latent and the quantised token grid."""
+
+    card = CARD
+
+    def __init__(self, weights: str = "auto", device: str = "cpu", variant: str = "full",
+                 *, batch_size: int = 2) -> None:
+        import torch
+
+        from ctbench.adapters.ctclip_net import build_network
+
+        if variant not in VARIANTS:
+            raise CTBenchError(f"unknown CT-CLIP variant {variant!r}; choose one of {VARIANTS}")
+        if variant != "full" and str(weights) == "auto":
+            raise CTBenchError(
+                f"variant {variant!r} has no published weights; pass --weights random or a PATH")
+        self.variant, self.size, self.batch_size = variant, SIZES[variant], batch_size
+        self.device = torch.device(device)
+        self.weights_ref = resolve_weights(CARD, weights)
+        with seeded_init():
+            model = build_network(variant)
+        if not self.weights_ref.is_random:
+            load_weights(model, str(self.weights_ref.path))
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.config = model.visual_transformer.cfg
+        self.embedding_dim, self.token_dim = self.config.dim_latent, self.config.dim
+        self.autocast = self.device.type == "cuda"
+        self.preprocessing_id = CARD.preprocessing_hash({
+            "variant": variant, "orientation": ORIENTATION, "spacing_mm": SPACING_MM,
+            "hu_window": HU_WINDOW, "scale": 1000, "pad_value": PAD_VALUE, "spatial_size": self.size,
+            "resize": "trilinear, int(n*spacing/target)", "axis_order": "slice,row,col",
+            "compute": "bf16-autocast, fp32 VQ" if self.autocast else "fp32",
+        })
+
+    def preprocess(self, volume: "MetaTensor") -> "MetaTensor":
+        """Network input ``(1, slice, row, col)`` with its index -> world affine."""
+        return preprocess(volume, self.size)
+
+    def _forward(self, batch: list["MetaTensor"]) -> list[Features]:
+        import torch
+
+        from ctbench.adapters._common import affine_of, token_affine
+
+        x = torch.stack([v.as_tensor() for v in batch]).to(self.device)
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            latent, tokens = self.model(x)
+        latent = latent.float().cpu().numpy()
+        tokens = tokens.float().permute(0, 4, 1, 2, 3).cpu().numpy()
+        c = self.config
+        strides = (c.temporal_patch_size, c.patch_size, c.patch_size)
+        return [Features(embedding=latent[i], tokens=tokens[i],
+                         token_affine=token_affine(affine_of(v), strides)) for i, v in enumerate(batch)]
+
+    def encode(self, volume: "MetaTensor") -> Features:
+        return self._forward([self.preprocess(volume)])[0]
+
+    def encode_batch(self, volumes: Sequence["MetaTensor"]) -> list[Features]:
+        """Every input has the same fixed size, so volumes run ``batch_size`` at a time."""
+        out: list[Features] = []
+        for s in range(0, len(volumes), self.batch_size):
+            out += self._forward([self.preprocess(v) for v in volumes[s:s + self.batch_size]])
+        return out
