@@ -148,6 +148,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     """Run ``cfg`` and write its result; returns the result path and the result dict."""
     started = datetime.now(timezone.utc)
     tick = (lambda stage: (lambda d, t: progress(stage, d, t))) if progress else (lambda stage: None)
+    MODELS.get(cfg.model)  # an unknown model fails before any dataset is generated
     dataset = open_dataset(cfg.dataset, progress=tick("generate"))
     spec = dataset.card.task(cfg.task)
     task = TASKS.get(spec.category)(spec, dataset)
