@@ -132,6 +132,51 @@ def run(
     _print_result(result, path)
 
 
+@app.command()
+def extract(
+    model: str = typer.Option(..., "--model", "-m", help="registered model name"),
+    dataset: str = typer.Option("phantom", "--dataset", "-d", help="built-in name or prepared dataset folder"),
+    weights: str = typer.Option("auto", "--weights", "-w", help="auto | random | PATH"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (cuda:<LOCAL_RANK> under torchrun)"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="model size variant"),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="volumes per encoder call"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="reader processes (default: cores - 1)"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first failing case"),
+) -> None:
+    """Extract and cache features for every case of a dataset (shards over torchrun ranks)."""
+    from . import distributed
+    from .datasets import open_dataset
+    from .extract import extract as run_extract, shard
+    from .runner import build_encoder, pick_device
+
+    rank = distributed.current()
+    dev = distributed.rank_device(pick_device(device), rank)
+    distributed.init(dev)
+    try:
+        # rank 0 prepares a built-in dataset first so ranks never generate it concurrently
+        if not rank.is_main:
+            distributed.barrier()
+        ds = open_dataset(dataset)
+        if rank.is_main:
+            distributed.barrier()
+        encoder = build_encoder(model, weights, dev, variant)
+        cases = shard(ds.manifest, rank.rank, rank.world)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, disable=not rank.is_main) as bar:
+            job = bar.add_task(f"extracting (rank {rank.rank}/{rank.world})", total=len(cases))
+            ex = run_extract(encoder, model, ds, cases, strict=strict, batch_size=batch_size, workers=workers,
+                             load=False, progress=lambda d, t: bar.update(job, completed=d, total=t))
+        console.print(
+            f"rank {rank.rank}/{rank.world}: {ex.extracted} extracted, {ex.cached} cached, "
+            f"{len(ex.failures)} failed in {ex.seconds:.1f}s"
+        )
+        for case_id, reason in list(ex.failures.items())[:10]:
+            console.print(f"  {case_id}: {reason}")
+        distributed.barrier()
+    finally:
+        distributed.finish()
+
+
 def _print_result(result: dict, path) -> None:
     w = result["model"]["weights"]
     label = "random-init control" if w["random_init"] else f"weights {w['sha256'][:12]}"

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 
 from .bootstrap import Estimate, bootstrap_metrics
 from .errors import CTBenchError
@@ -53,6 +54,31 @@ def _quiet(fn: Callable) -> Callable:
     return wrapped
 
 
+def _storage(url: str | None):
+    """An Optuna storage for ``url``; SQLite waits for locks instead of failing under
+    concurrent workers."""
+    if url is None:
+        return None
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def open_study(name: str, storage: str | None, direction: str, seed: int, attempts: int = 5) -> optuna.Study:
+    """Create or resume the study ``name``. Workers started together may race to create the
+    storage schema or the study itself; the loser retries and joins the winner's study."""
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(
+                study_name=name, storage=_storage(storage), load_if_exists=True,
+                direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
+            )
+        except Exception as e:  # sqlalchemy IntegrityError / OperationalError while racing
+            if attempt == attempts - 1 or "sqlalchemy" not in type(e).__module__:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def tune(
     task: ProbeTask,
     train: Split,
@@ -66,13 +92,7 @@ def tune(
 ) -> optuna.Study:
     """Run (or resume) a seeded TPE study whose objective is the validation main metric."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        load_if_exists=True,
-        direction=task.direction,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
+    study = open_study(study_name, storage, task.direction, seed)
     metric = task.metrics()[task.main_metric]
     fit_predict = _quiet(task.fit_predict)
 
@@ -84,12 +104,14 @@ def tune(
         except ValueError:
             return float("nan")  # undefined on this split: Optuna records the trial as failed
 
-    done = len([t for t in study.trials if t.state.is_finished()])
-    for i in range(max(0, trials - done)):
+    # Trials already in the study count, including those other workers are running on the same
+    # storage: several `ctbench run` processes share one budget instead of each spending it.
+    counted = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)
+    while (n := len(study.get_trials(deepcopy=False, states=counted))) < trials:
         study.optimize(objective, n_trials=1)
         if on_trial is not None:
-            on_trial(done + i + 1, trials)
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            on_trial(min(n + 1, trials), trials)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise CTBenchError(
             f"no tuning trial produced a finite validation {task.main_metric}; the validation "
             f"split may hold a single class or too few cases"

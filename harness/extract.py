@@ -1,12 +1,20 @@
-"""Frozen-feature extraction over a manifest: cached, resumable, per-case failures recorded."""
+"""Frozen-feature extraction over a manifest: cached, resumable, per-case failures recorded.
+
+Reading, hashing and (when the adapter splits it out) preprocessing run in DataLoader worker
+processes, so they overlap the encoder; the main process batches prepared inputs and encodes.
+Under ``torchrun`` every rank takes its own share of the cases; cache writes are atomic and
+content-addressed, so ranks never collide and the cache equals a single-process run's.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
+import torch
 
 from .cache import FeatureCache, content_hash
 from .datasets import Dataset
@@ -14,6 +22,7 @@ from .errors import CTBenchError
 from .types import Encoder, Features
 
 Progress = Callable[[int, int], None]
+CACHED = "cached"
 
 
 @dataclass
@@ -32,16 +41,63 @@ def cache_for(encoder: Encoder, model_name: str) -> FeatureCache:
     return FeatureCache(model_name, encoder.weights_ref.sha256, encoder.preprocessing_id)
 
 
-def _reason(e: Exception) -> str:
+def default_workers() -> int:
+    """Reader processes: every core but one for the encoder, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def shard(cases: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
+    """Rank ``rank``'s share of ``cases`` (every ``world``-th row): disjoint, covering all."""
+    return cases.iloc[rank::world]
+
+
+def _reason(e: BaseException) -> str:
     return str(e) if isinstance(e, CTBenchError) else f"{type(e).__name__}: {e}"
 
 
-def _encode_all(encoder: Encoder, volumes: list) -> list[Features]:
-    """Encode a batch with ``encode_batch`` when the adapter has it, else one by one."""
+class _CaseReader(torch.utils.data.Dataset):
+    """Worker-side: resolve, hash, skip cached, read and prepare one case; never raises."""
+
+    def __init__(self, dataset: Dataset, cases: pd.DataFrame, cache: FeatureCache,
+                 prepare: Callable[[Any], Any] | None) -> None:
+        self.rows = [(str(r.case_id), str(r.image)) for r in cases.itertuples(index=False)]
+        self.dataset, self.cache, self.prepare = dataset, cache, prepare
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[str, str | None, Any, str | None]:
+        from .readers import read_volume
+
+        case_id, image = self.rows[i]
+        key = None
+        try:
+            path = self.dataset.resolve(image)
+            if not path.exists():
+                raise CTBenchError(f"image {path} does not exist; fix the manifest's image column")
+            key = content_hash(path)
+            if self.cache.has(key):
+                return case_id, key, CACHED, None
+            volume = read_volume(path)
+            return case_id, key, self.prepare(volume) if self.prepare else volume, None
+        except Exception as e:  # reported to the main process, recorded per case
+            return case_id, key, None, _reason(e)
+
+
+def _encoders(encoder: Encoder) -> tuple[Callable | None, Callable[[list], list[Features]]]:
+    """(worker-side prepare, main-side batch encoder) for this adapter.
+
+    Adapters that split preprocessing out (``prepare`` + ``encode_prepared``) get it run in the
+    workers; otherwise workers only read and the adapter's ``encode_batch``/``encode`` does the rest.
+    """
+    prepare = getattr(encoder, "prepare", None)
+    encode_prepared = getattr(encoder, "encode_prepared", None)
+    if prepare is not None and encode_prepared is not None:
+        return prepare, encode_prepared
     batch = getattr(encoder, "encode_batch", None)
-    if batch is not None and len(volumes) > 1:
-        return list(batch(volumes))
-    return [encoder.encode(v) for v in volumes]
+    if batch is not None:
+        return None, lambda vols: list(batch(vols)) if len(vols) > 1 else [encoder.encode(vols[0])]
+    return None, lambda vols: [encoder.encode(v) for v in vols]
 
 
 def extract(
@@ -53,29 +109,36 @@ def extract(
     tokens: bool = False,
     strict: bool = False,
     batch_size: int = 4,
+    workers: int | None = None,
+    load: bool = True,
     progress: Progress | None = None,
 ) -> Extraction:
-    """Encode every case of ``cases`` not yet cached, then load all features.
+    """Encode every case of ``cases`` not yet cached, then (``load``) load all their features.
 
     A case that cannot be read or encoded is recorded in ``failures`` and skipped, unless
     ``strict``, in which case its error is raised at once. Every encoded case is written to the
     cache as soon as its batch finishes, so a killed run resumes where it stopped.
     """
-    from .readers import read_volume
-
     cache = cache_for(encoder, model_name)
+    prepare, encode_many = _encoders(encoder)
+    workers = default_workers() if workers is None else workers
+    reader = _CaseReader(dataset, cases, cache, prepare)
+    loader = torch.utils.data.DataLoader(
+        reader, batch_size=None, shuffle=False, num_workers=workers,
+        prefetch_factor=2 if workers else None, persistent_workers=False,
+    )
     out = Extraction()
     start = time.perf_counter()
     keys: dict[str, str] = {}
-    pending: list[tuple[str, str, object]] = []  # (case_id, key, volume)
+    pending: list[tuple[str, str, Any]] = []
     done = 0
 
-    def fail(case_id: str, e: Exception) -> None:
+    def fail(case_id: str, reason: str, exc: BaseException | None = None) -> None:
         if strict:
-            if isinstance(e, CTBenchError):
-                raise CTBenchError(f"case {case_id!r}: {e} (run without --strict to skip it)") from None
-            raise e
-        out.failures[case_id] = _reason(e)
+            if exc is not None and not isinstance(exc, CTBenchError):
+                raise exc
+            raise CTBenchError(f"case {case_id!r}: {reason} (run without --strict to skip it)")
+        out.failures[case_id] = reason
 
     def tick(n: int) -> None:
         nonlocal done
@@ -87,43 +150,38 @@ def extract(
         if not pending:
             return
         try:
-            feats = _encode_all(encoder, [v for _, _, v in pending])
+            feats = encode_many([item for _, _, item in pending])
         except Exception:
             feats = None  # isolate the failing case by encoding one at a time
-        for j, (case_id, key, vol) in enumerate(pending):
+        for j, (case_id, key, item) in enumerate(pending):
             try:
-                f = feats[j] if feats is not None else encoder.encode(vol)
+                f = feats[j] if feats is not None else encode_many([item])[0]
                 cache.put(key, f, {"case_id": case_id})
                 out.extracted += 1
                 keys[case_id] = key
             except Exception as e:
-                fail(case_id, e)
+                fail(case_id, _reason(e), e)
         tick(len(pending))
         pending.clear()
 
-    for row in cases.itertuples(index=False):
-        case_id = str(row.case_id)
-        try:
-            image = dataset.resolve(row.image)
-            if not image.exists():
-                raise CTBenchError(f"image {image} does not exist; fix the manifest's image column")
-            key = content_hash(image)
-            if cache.has(key):
-                out.cached += 1
-                keys[case_id] = key
-                tick(1)
-                continue
-            pending.append((case_id, key, read_volume(image)))
-        except Exception as e:
-            fail(case_id, e)
+    for case_id, key, item, error in loader:
+        if error is not None:
+            fail(case_id, error)
             tick(1)
-        if len(pending) >= batch_size:
-            flush()
+        elif isinstance(item, str) and item == CACHED:
+            out.cached += 1
+            keys[case_id] = key
+            tick(1)
+        else:
+            pending.append((case_id, key, item))
+            if len(pending) >= batch_size:
+                flush()
     flush()
-    for case_id, key in keys.items():
-        out.features[case_id] = cache.get(key, tokens=tokens)
+    if load:
+        for case_id, key in keys.items():
+            out.features[case_id] = cache.get(key, tokens=tokens)
     out.seconds = time.perf_counter() - start
-    if len(cases) and not out.features:
+    if len(cases) and not keys:
         first = next(iter(out.failures.items()))
         raise CTBenchError(f"every case failed; the first, {first[0]!r}: {first[1]}")
     return out
