@@ -81,7 +81,7 @@ def main() -> None:
     enc_only = n / t_enc
     print(f"\nencoder-only: {enc_only:.2f} volumes/s\n")
     print("| workers | end-to-end volumes/s | end-to-end / encoder-only |\n|---|---|---|")
-    for w in args.workers if args.workers is not None else sorted({0, default_workers()}):
+    for w in args.workers if args.workers is not None else sorted({0, default_workers(device)}):
         home = scratch / f"home-w{w}"
         os.environ["CTBENCH_HOME"] = str(home)
         _, t = timed(lambda: extract(enc, args.model, ds, cases, batch_size=bs, workers=w, load=False))

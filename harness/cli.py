@@ -82,22 +82,6 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="machine-readable o
 
 
 @app.command()
-def datasets(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List the built-in datasets."""
-    from .datasets import BUILTIN_DATASETS
-
-    rows = [{"name": k, "description": v} for k, v in BUILTIN_DATASETS.items()]
-    if as_json:
-        return _print_json(rows)
-    table = Table(title="ctbench datasets")
-    table.add_column("name")
-    table.add_column("description")
-    for r in rows:
-        table.add_row(r["name"], r["description"])
-    console.print(table)
-
-
-@app.command()
 def run(
     model: str = typer.Option(..., "--model", "-m", help="registered model name (see `ctbench models`)"),
     task: str = typer.Option(..., "--task", "-t", help="task name on the dataset"),
@@ -140,7 +124,8 @@ def extract(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (cuda:<LOCAL_RANK> under torchrun)"),
     variant: Optional[str] = typer.Option(None, "--variant", help="model size variant"),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="volumes per encoder call"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="reader processes (default: cores - 1)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="reader processes (default: cores - 1 on CUDA, 0 on CPU)"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first failing case"),
 ) -> None:
     """Extract and cache features for every case of a dataset (shards over torchrun ranks)."""
@@ -203,6 +188,7 @@ def _print_result(result: dict, path) -> None:
 
 from .bench import bench_command  # noqa: E402
 from .check_adapter import command as check_adapter_command  # noqa: E402
+from .datasets_cli import app as datasets_app  # noqa: E402
 from .leaderboards.cli import app as leaderboard_app  # noqa: E402
 from .weights_cli import app as weights_app  # noqa: E402
 
@@ -210,6 +196,7 @@ app.command("bench")(bench_command)
 app.command("check-adapter")(check_adapter_command)
 app.add_typer(leaderboard_app, name="leaderboard")
 app.add_typer(weights_app, name="weights")
+app.add_typer(datasets_app, name="datasets")
 
 
 def main() -> None:

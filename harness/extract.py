@@ -41,8 +41,11 @@ def cache_for(encoder: Encoder, model_name: str) -> FeatureCache:
     return FeatureCache(model_name, encoder.weights_ref.sha256, encoder.preprocessing_id)
 
 
-def default_workers() -> int:
-    """Reader processes: every core but one for the encoder, at most 8."""
+def default_workers(device: str = "cpu") -> int:
+    """Reader processes: on CUDA every core but one (at most 8) feeds the GPU; on CPU none, as
+    the encoder needs the cores and shipping volumes between processes costs more than it saves."""
+    if not device.startswith("cuda"):
+        return 0
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
@@ -121,7 +124,7 @@ def extract(
     """
     cache = cache_for(encoder, model_name)
     prepare, encode_many = _encoders(encoder)
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(str(getattr(encoder, "device", "cpu"))) if workers is None else workers
     reader = _CaseReader(dataset, cases, cache, prepare)
     loader = torch.utils.data.DataLoader(
         reader, batch_size=None, shuffle=False, num_workers=workers,

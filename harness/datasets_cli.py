@@ -1,0 +1,121 @@
+"""``ctbench datasets``: list built-in datasets and recipes, and prepare a downloaded dataset.
+
+- ``ctbench datasets [--json]`` (or ``ctbench datasets list``): built-in datasets and every
+  recipe with its tasks, source and licence.
+- ``ctbench datasets prepare NAME --source DIR [--out DIR] [--seed N] [--strict]``: turn the
+  folder you downloaded into a prepared dataset (``manifest.csv`` + ``dataset.json``) for
+  ``ctbench run --dataset DIR`` (see :mod:`ctbench.recipes`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import CTBenchError
+
+__all__ = ["app", "dataset_rows", "list_datasets", "prepare_command"]
+
+app = typer.Typer(add_completion=False, invoke_without_command=True,
+                  help="List datasets and recipes; prepare a downloaded public dataset.")
+console = Console()
+err = Console(stderr=True)
+
+
+def dataset_rows() -> list[dict]:
+    """Built-in datasets and recipes: name, kind, description, tasks (name, category, metric)."""
+    from .datasets import BUILTIN_DATASETS
+    from .recipes import get_recipe, recipe_names
+
+    def tasks(specs) -> list[dict]:
+        return [{"name": t.name, "category": t.category, "main_metric": t.main_metric,
+                 "targets": list(t.targets)} for t in specs]
+
+    rows = []
+    for name, description in BUILTIN_DATASETS.items():
+        row = {"name": name, "kind": "built-in", "description": description, "tasks": []}
+        if name == "phantom":
+            from .phantom import DEFAULT_PATIENTS, phantom_card
+
+            row["tasks"] = tasks(phantom_card(DEFAULT_PATIENTS, 0).tasks)
+        rows.append(row)
+    for name in recipe_names():
+        try:
+            r = get_recipe(name)
+        except CTBenchError as e:
+            rows.append({"name": name, "kind": "recipe", "error": str(e), "tasks": []})
+            continue
+        rows.append({"name": name, "kind": "recipe", "description": r.title, "source": r.source,
+                     "licence": r.licence, "layout": r.layout, "split_rule": r.split_rule,
+                     "tasks": tasks(r.tasks)})
+    return rows
+
+
+def list_datasets(as_json: bool = False) -> None:
+    """Print :func:`dataset_rows` as a table, or as JSON."""
+    rows = dataset_rows()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="ctbench datasets")
+    for col in ("name", "kind", "tasks", "licence", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        names = ", ".join(t["name"] if t["name"] == t["category"] else f"{t['name']} ({t['category']})"
+                          for t in r["tasks"])
+        table.add_row(r["name"], r["kind"], names, r.get("licence", ""),
+                      r.get("description", r.get("error", "")))
+    console.print(table)
+    console.print("prepare a recipe: ctbench datasets prepare NAME --source DIR [--out DIR]")
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List built-in datasets and recipes (with their tasks) when no subcommand is given."""
+    if ctx.invoked_subcommand is None:
+        list_datasets(as_json)
+
+
+@app.command("list")
+def list_command(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List built-in datasets and recipes with their tasks."""
+    list_datasets(as_json)
+
+
+@app.command("prepare")
+def prepare_command(
+    name: str = typer.Argument(..., help="recipe name (see `ctbench datasets`)"),
+    source: Path = typer.Option(..., "--source", "-s", help="the folder you downloaded"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="prepared folder (default $CTBENCH_HOME/datasets/NAME)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the patient-level splits"),
+    strict: bool = typer.Option(False, "--strict",
+                                help="stop at the first listed case whose image is missing"),
+) -> None:
+    """Turn a downloaded public dataset into a manifest + dataset card (images are not copied)."""
+    from .recipes import prepare
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task_id = bar.add_task(f"preparing {name}", total=None)
+        res = prepare(name, source, out, seed=seed, strict=strict,
+                      progress=lambda done, total: bar.update(task_id, completed=done, total=total))
+    card = res.dataset.card
+    counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
+    console.print(f"[bold]{card.name}[/]: {sum(res.counts.values())} cases ({counts}) -> {res.folder}")
+    console.print(f"tasks: {', '.join(t.name for t in card.tasks)}; split hash "
+                  f"{res.dataset.split_hash()[:12]}")
+    if res.skipped:
+        console.print(f"[yellow]{len(res.skipped)} listed case(s) left out[/], e.g. "
+                      f"{res.skipped[0][0]}: {res.skipped[0][1]} (all counted in prepare.json)")
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"next: ctbench run --model MODEL --task {card.tasks[0].name} --dataset {res.folder}")
