@@ -1,7 +1,8 @@
 """Content-addressed feature cache: one safetensors file per (model, weights, preprocessing, case).
 
 Files are written atomically, so a killed extraction leaves only complete entries and a re-run
-extracts just what is missing. The case part of the key is the sha256 of the image's bytes
+extracts just what is missing. Token grids are read memory-mapped (zero-copy, read-only), so
+dense tasks over many cases hold only the pages they touch. The case part of the key is the sha256 of the image's bytes
 (of every file, for a DICOM folder), so renaming or moving a file does not invalidate features.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,33 @@ def content_hash(path: Path, chunk: int = 1 << 22) -> str:
             while block := fh.read(chunk):
                 h.update(block)
     return h.hexdigest()
+
+
+_NP_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": None}
+
+
+def map_tensor(path: Path, name: str) -> np.ndarray:
+    """Read-only, zero-copy numpy view of tensor ``name`` in a safetensors file.
+
+    The file is mapped with ``torch.UntypedStorage.from_file`` (private mapping, pages read on
+    first touch), which closes its file descriptor at once: thousands of cached cases can be
+    mapped without running out of descriptors, unlike ``np.memmap``.
+    """
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        info = json.loads(fh.read(n))[name]
+    dtype = _NP_DTYPES.get(info["dtype"])
+    if dtype is None:
+        raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+    begin, end = (8 + n + int(o) for o in info["data_offsets"])
+    shape = tuple(int(d) for d in info["shape"])
+    if end == begin:
+        return np.zeros(shape, dtype=dtype)
+    size = Path(path).stat().st_size
+    raw = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage.from_file(str(path), False, size))
+    arr = raw[begin:end].numpy().view(dtype).reshape(shape)  # the array keeps the mapping alive
+    arr.flags.writeable = False
+    return arr
 
 
 class FeatureCache:
@@ -61,14 +90,17 @@ class FeatureCache:
         info.update(meta or {})
         target = self.path(case_key)
         with atomic_path(target) as tmp:
-            save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in info.items()})
+            # one metadata key holding sorted JSON: byte-identical files whichever process writes
+            save_file(tensors, str(tmp), metadata={"ctbench": json.dumps(info, sort_keys=True)})
         return target
 
     def get(self, case_key: str, tokens: bool = True) -> Features:
-        """Load a cached entry; tokens are read lazily only when asked for."""
-        with safe_open(str(self.path(case_key)), framework="np") as f:
-            keys = set(f.keys())
+        """Load a cached entry; tokens only when asked for, as a read-only memory-mapped view
+        of the file (no copy: the OS pages them in when a task touches them)."""
+        path = self.path(case_key)
+        with safe_open(str(path), framework="np") as f:
+            has_tokens = tokens and "tokens" in set(f.keys())
             emb = f.get_tensor("embedding")
-            toks = f.get_tensor("tokens") if tokens and "tokens" in keys else None
-            aff = f.get_tensor("token_affine") if toks is not None else None
+            aff = f.get_tensor("token_affine") if has_tokens else None
+        toks = map_tensor(path, "tokens") if has_tokens else None
         return Features(embedding=emb, tokens=toks, token_affine=aff)
