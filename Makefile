@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ctbench run --model voxelfm --task classification --weights random
+	$(VENV)/bin/ctbench run --model voxelfm --task survival --weights random
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 --durations=10
