@@ -167,10 +167,22 @@ class VoxelFMEncoder:
     def encode(self, volume: "MetaTensor") -> Features:
         return self._forward([self._prepare(volume)])[0]
 
+    def prepare(self, volume: "MetaTensor"):
+        """CPU-side preprocessing for extraction workers: (input on CPU, its affine)."""
+        from voxelfm.preprocess import preprocess
+
+        return preprocess(volume, self.preprocess_config, device="cpu")
+
+    def encode_prepared(self, prepared: Sequence) -> list[Features]:
+        """Encode outputs of ``prepare`` (moved to the model device), batching equal shapes."""
+        return self._encode_groups([(x.to(self.device, non_blocking=True), a) for x, a in prepared])
+
     def encode_batch(self, volumes: Sequence["MetaTensor"]) -> list[Features]:
         """Preprocess every volume, then run those of equal input shape together (at most
         ``max_batch_tokens`` patch tokens per forward pass, at least one volume)."""
-        prepared = [self._prepare(v) for v in volumes]
+        return self._encode_groups([self._prepare(v) for v in volumes])
+
+    def _encode_groups(self, prepared: list) -> list[Features]:
         groups: dict[tuple, list[int]] = {}
         for i, (x, _) in enumerate(prepared):
             groups.setdefault(tuple(x.shape), []).append(i)

@@ -124,11 +124,13 @@ def extract(
     """
     cache = cache_for(encoder, model_name)
     prepare, encode_many = _encoders(encoder)
-    workers = default_workers(str(getattr(encoder, "device", "cpu"))) if workers is None else workers
+    device = str(getattr(encoder, "device", "cpu"))
+    workers = default_workers(device) if workers is None else workers
     reader = _CaseReader(dataset, cases, cache, prepare)
     loader = torch.utils.data.DataLoader(
         reader, batch_size=None, shuffle=False, num_workers=workers,
         prefetch_factor=2 if workers else None, persistent_workers=False,
+        pin_memory=device.startswith("cuda") and prepare is not None,  # async host-to-GPU copies
     )
     out = Extraction()
     start = time.perf_counter()
