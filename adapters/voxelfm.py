@@ -67,6 +67,9 @@ class VoxelFMEncoder:
 
     ``variant="tiny"`` is a small random-architecture stand-in for tests (same preprocessing).
     ``crop_background`` / ``max_tokens`` default to the reference evaluation pipeline.
+    On CUDA the forward runs under bf16 autocast (SDPA attention); equal input shapes are
+    batched by ``encode_batch``; ``compile=True`` wraps the backbone in ``torch.compile``
+    (one compilation per input shape).
     """
 
     card = CARD
@@ -80,6 +83,7 @@ class VoxelFMEncoder:
         crop_background: bool = True,
         max_tokens: int | None = 25_000,
         max_batch_tokens: int = 50_000,
+        compile: bool | str = False,
     ) -> None:
         import torch
 
@@ -110,6 +114,12 @@ class VoxelFMEncoder:
         self.embedding_dim = self.token_dim = cfg.embed_dim  # 864, or the tiny variant's 48
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.autocast = self.device.type == "cuda"
+        # torch.compile (True: the default inductor backend, or a backend name); the compiled
+        # module computes the same function, so the preprocessing id does not change
+        self._run = self.model
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._run = torch.compile(self.model, backend=backend)
         self.max_batch_tokens = max_batch_tokens
         self.preprocess_config = PreprocessConfig(
             hu_min=cfg.hu_min,
@@ -153,7 +163,7 @@ class VoxelFMEncoder:
         with torch.inference_mode(), torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast
         ):
-            out = self.model.forward_features(inputs)
+            out = self._run(inputs)
         d, h, w = out["grid"]
         cls = out["cls"].float().cpu().numpy()
         tokens = out["patch_tokens"].float().reshape(len(batch), d, h, w, -1)

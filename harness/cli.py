@@ -190,10 +190,12 @@ from .bench import bench_command  # noqa: E402
 from .check_adapter import command as check_adapter_command  # noqa: E402
 from .datasets_cli import app as datasets_app  # noqa: E402
 from .leaderboards.cli import app as leaderboard_app  # noqa: E402
+from .pretrain_cli import pretrain as pretrain_command  # noqa: E402
 from .weights_cli import app as weights_app  # noqa: E402
 
 app.command("bench")(bench_command)
 app.command("check-adapter")(check_adapter_command)
+app.command("pretrain")(pretrain_command)
 app.add_typer(leaderboard_app, name="leaderboard")
 app.add_typer(weights_app, name="weights")
 app.add_typer(datasets_app, name="datasets")

@@ -8,4 +8,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "regression": "ctbench.tasks.regression:RegressionTask",
     "survival": "ctbench.tasks.survival:SurvivalTask",
     "retrieval": "ctbench.tasks.retrieval:RetrievalTask",
+    "localisation": "ctbench.tasks.localisation:LocalisationTask",
+    "segmentation": "ctbench.tasks.segmentation:SegmentationTask",
+    "report-generation": "ctbench.tasks.report_generation:ReportGenerationTask",
 }

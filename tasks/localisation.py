@@ -1,0 +1,145 @@
+"""Localisation of a target (e.g. the largest lesion's centre) from a model's token grid.
+
+Probe: an attention-pooled coordinate regressor. Each cell gets an attention logit from its
+(standardised) token plus an embedding of its normalised world position; a softmax over the
+cells weights the cells' world centres (from ``token_affine``), and their weighted mean is the
+prediction, in world RAS mm. So the output is in world space for every model whatever its grid,
+and the loss is a smooth-L1 in millimetres. Cases without a target (NaN) are left out by
+``usable``.
+
+Metrics: mean centre error (mm, the main metric, lower is better) and the hit rates within
+5, 10 and 20 mm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ctbench.bootstrap import MetricFn
+from ctbench.errors import CTBenchError
+from ctbench.registry import register_task
+from ctbench.task import ProbeTask
+from ctbench.tasks.dense import (
+    CaseCache, TokenScaler, dense_features, grid_world, normalised_positions, train_head,
+)
+from ctbench.types import Features
+
+HIT_RADII_MM = (5, 10, 20)
+SMOOTH_L1_BETA_MM = 1.0
+
+
+class AttentionPool(nn.Module):
+    """Softmax attention over grid cells; returns the weighted mean of their world centres."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.tokens = nn.Linear(channels, width)
+        self.position = nn.Linear(3, width)  # embedding of the cell's normalised position
+        self.score = nn.Sequential(nn.GELU(), nn.Linear(width, 1))
+
+    def forward(self, tokens: torch.Tensor, position: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """tokens ``(N, C)``, position ``(N, 3)`` in [-1, 1], centres ``(N, 3)`` mm -> ``(3,)``."""
+        logits = self.score(self.tokens(tokens) + self.position(position))[:, 0]
+        return torch.softmax(logits, 0) @ centres
+
+
+def _case(f: Features, scaler: TokenScaler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """Head inputs of one case: tokens (N, C), positions (N, 3), centres relative to the grid's
+    mean (N, 3, float32-safe), and that mean (mm)."""
+    toks = scaler(f).reshape(f.tokens.shape[0], -1).T
+    world = grid_world(f.token_affine, f.tokens.shape[1:])
+    origin = world.mean(0)
+    pos = torch.from_numpy(normalised_positions(world))
+    return toks, pos, torch.from_numpy((world - origin).astype(np.float32)), origin
+
+
+def centre_errors(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Euclidean distance (mm) between true and predicted centres, per case."""
+    return np.linalg.norm(np.asarray(y, float).reshape(-1, 3) - np.asarray(pred, float).reshape(-1, 3), axis=1)
+
+
+def _hit_rate(radius: float) -> MetricFn:
+    def fn(y: np.ndarray, pred: np.ndarray) -> float:
+        return float(np.mean(centre_errors(y, pred) <= radius))
+
+    fn.__name__ = f"hit_rate_{radius}mm"
+    return fn
+
+
+def mean_centre_error(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(centre_errors(y, pred)))
+
+
+@register_task("localisation")
+class LocalisationTask(ProbeTask):
+    """World-space point localisation from token grids (attention-pooled coordinate regressor)."""
+
+    category = "localisation"
+    uses_tokens = True
+    lower_is_better = frozenset({"centre_error_mm"})
+
+    def __init__(self, spec, dataset) -> None:
+        if len(spec.targets) != 3:
+            raise CTBenchError(
+                f"task {spec.name!r}: localisation needs three target columns (world x, y, z in "
+                f"mm, RAS), got {list(spec.targets)}; fix the dataset card"
+            )
+        super().__init__(spec, dataset)
+
+    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+        """``(n, 3)`` world RAS mm from the task's three target columns (x, y, z)."""
+        return rows[list(self.spec.targets)].to_numpy(dtype=np.float64)
+
+    def inputs(self, feats: list[Features]) -> np.ndarray:
+        return dense_features(feats, self.spec.name)
+
+    def suggest(self, trial, seed: int) -> dict:
+        """The shared search space (same for every model)."""
+        return {
+            "probe": "attention-pool",
+            "lr": trial.suggest_float("lr", 5e-4, 3e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
+            "width": trial.suggest_categorical("width", [16, 32, 64]),
+            "epochs": trial.suggest_int("epochs", 10, 60, step=10),
+        }
+
+    def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        scaler = TokenScaler(X_train)
+        inputs = CaseCache(X_train, lambda i: _case(X_train[i], scaler))
+        channels = X_train[0].tokens.shape[0]
+        target = torch.from_numpy(np.asarray(y_train, dtype=np.float64))
+        preds = []
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                head = AttentionPool(channels, params["width"])
+
+            def loss(i: int) -> torch.Tensor:
+                toks, pos, centres, origin = inputs[i]
+                rel = (target[i] - torch.from_numpy(origin)).float()
+                return nn.functional.smooth_l1_loss(head(toks, pos, centres), rel, beta=SMOOTH_L1_BETA_MM)
+
+            train_head(head, len(X_train), loss, lr=params["lr"], weight_decay=params["weight_decay"],
+                       epochs=params["epochs"], seed=seed)
+            with torch.no_grad():
+                out = []
+                for f in X_eval:
+                    toks, pos, centres, origin = _case(f, scaler)
+                    out.append(head(toks, pos, centres).double().numpy() + origin)
+            preds.append(np.stack(out))
+        return np.mean(preds, axis=0)
+
+    def metrics(self) -> dict[str, MetricFn]:
+        return {"centre_error_mm": mean_centre_error,
+                **{f"hit_rate_{r}mm": _hit_rate(r) for r in HIT_RADII_MM}}
+
+    def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
+        cols = {}
+        for j, name in enumerate(self.spec.targets):
+            cols[f"y_{name}"] = y[:, j]
+            cols[f"p_{name}"] = pred[:, j]
+        cols["error_mm"] = centre_errors(y, pred)
+        return cols

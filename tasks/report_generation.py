@@ -1,0 +1,238 @@
+"""Report generation from frozen features: a perceiver resampler + small text decoder (open_clip
+tokenizer and blocks), or optionally a frozen local Hugging Face causal LM with the trained
+resampler + projector as its prefix. Scored with clinical finding F1 (main metric
+``finding_f1`` = micro F1, uncertain mentions positive), macro F1, precision, recall, BLEU-4 and
+ROUGE-L (:mod:`ctbench.tasks.text_metrics`). Finding metrics score the labels the dataset
+annotates (manifest columns named like an extractor label, e.g. the phantom's four findings or
+CT-RATE's 18 abnormalities), else all 20 extractor labels.
+
+Protocol notes:
+
+- Inputs: the token grid, adaptive-average-pooled to ``POOL``^3 cells, plus the embedding; a
+  model without a grid is read from its embedding alone. Both are standardised with training
+  statistics.
+- Search space (the same for every model, the engine gives the same number of trials):
+  learning rate, width, depth (resampler and decoder layers) and epochs; everything else fixed.
+- Decoding: greedy by default, beam search with ``beam > 1``; the same for validation and test.
+- Seeds: strings cannot be averaged. The engine refits this probe with one seed (it is not an
+  ``mlp`` family); when given several, one model is fitted per seed and each case keeps the
+  consensus report (the candidate with the highest mean ROUGE-L to the other seeds' reports).
+- Options (constructor or environment): ``llm`` / ``CTBENCH_REPORT_LLM`` = folder of a local
+  Hugging Face causal LM (needs ``transformers``); ``beam`` / ``CTBENCH_REPORT_BEAM``;
+  ``device`` / ``CTBENCH_REPORT_DEVICE`` (``auto``: CUDA when visible).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ctbench.atomic import atomic_write_text
+from ctbench.bootstrap import MetricFn
+from ctbench.errors import CTBenchError
+from ctbench.registry import register_task
+from ctbench.task import ProbeTask
+from ctbench.types import Features
+
+from . import text_metrics as tm
+from .findings import LABELS, UNCERTAIN_AS_POSITIVE, dataset_labels, finding_vector
+from .report_decoder import (
+    ClipVocab, LLMHead, PerceiverResampler, ReportModel, TextDecoder, TrainConfig, check_llm_path,
+    generate, load_llm, train,
+)
+
+POOL = 4  # grid cells per axis after pooling (POOL**3 context tokens)
+MAX_TOKENS = 192  # bos + report + eos, in tokens; longer reports are cut for training
+N_QUERIES = 16
+ENV_LLM, ENV_BEAM, ENV_DEVICE = "CTBENCH_REPORT_LLM", "CTBENCH_REPORT_BEAM", "CTBENCH_REPORT_DEVICE"
+REPORTS_FILE, SCORES_FILE = "reports.jsonl", "finding_scores.json"
+
+
+def pool_features(f: Features, cells: int = POOL) -> Features:
+    """``f`` with its grid average-pooled to ``cells``^3 (token_affine rescaled to match)."""
+    if f.tokens is None:
+        return f
+    grid = torch.from_numpy(np.asarray(f.tokens, dtype=np.float32))[None]
+    pooled = torch.nn.functional.adaptive_avg_pool3d(grid, cells)[0].numpy()
+    scale = np.array(f.tokens.shape[1:], dtype=np.float64) / cells
+    step = np.diag([*scale, 1.0])
+    step[:3, 3] = (scale - 1) / 2  # centre of each pooled cell, in old token indices
+    return Features(f.embedding, pooled, f.token_affine @ step)
+
+
+def _arrays(X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Embeddings ``(N, E)`` and, when every case has one, pooled grids ``(N, L, C)``."""
+    feats = list(X)
+    emb = np.stack([f.embedding for f in feats]).astype(np.float32)
+    if any(f.tokens is None for f in feats):
+        return emb, None
+    grids = [np.asarray(f.tokens, np.float32).reshape(f.tokens.shape[0], -1).T for f in feats]
+    if len({g.shape for g in grids}) > 1:
+        raise CTBenchError("token grids differ in shape across cases; report generation pools "
+                           "them to a fixed size in inputs(), so pass its output")
+    return emb, np.stack(grids)
+
+
+def _standardise(train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    axes = tuple(range(train.ndim - 1))
+    mu, sd = train.mean(axes), train.std(axes) + 1e-6
+    return (train - mu) / sd, (other - mu) / sd
+
+
+def _consensus(candidates: list[list[str]]) -> list[str]:
+    """Per case, the candidate report closest (mean ROUGE-L) to the other candidates."""
+    out = []
+    for texts in zip(*candidates):
+        agree = [sum(tm.rouge_l([t], [o]) for k, o in enumerate(texts) if k != j)
+                 for j, t in enumerate(texts)]
+        out.append(texts[int(np.argmax(agree))])
+    return out
+
+
+@register_task("report-generation")
+class ReportGenerationTask(ProbeTask):
+    """Free-text reports from frozen features (one target column holding the report text)."""
+
+    category = "report-generation"
+    uses_tokens = True
+
+    def __init__(self, spec, dataset, llm: str | None = None, beam: int | None = None,
+                 device: str | None = None) -> None:
+        super().__init__(spec, dataset)
+        if len(spec.targets) != 1:
+            raise CTBenchError(f"task {spec.name!r}: report generation takes one target column "
+                               f"(the report text), got {', '.join(spec.targets)}")
+        self.llm = llm or os.environ.get(ENV_LLM) or None
+        try:
+            self.beam = int(beam if beam is not None else os.environ.get(ENV_BEAM) or 1)
+        except ValueError:
+            raise CTBenchError(f"{ENV_BEAM} must be a whole number >= 1") from None
+        if self.beam < 1:
+            raise CTBenchError(f"beam width must be >= 1, got {self.beam}")
+        self.device = device or os.environ.get(ENV_DEVICE) or "auto"
+        self._lm = None
+        if self.llm:
+            check_llm_path(self.llm)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The finding labels scored on this dataset (those its manifest annotates, else all)."""
+        return dataset_labels(self.dataset.manifest.columns)
+
+    def options(self) -> dict:
+        """Task settings that change the probe (record them with the result and study)."""
+        return {"labels": list(self.labels), "llm": self.llm, "beam": self.beam, "pool": POOL,
+                "max_tokens": MAX_TOKENS, "queries": N_QUERIES,
+                "uncertain_as_positive": UNCERTAIN_AS_POSITIVE}
+
+    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+        return rows[self.spec.targets[0]].astype(str).to_numpy(dtype=object)
+
+    def usable(self, rows: pd.DataFrame) -> np.ndarray:
+        col = rows[self.spec.targets[0]]
+        return (col.notna() & (col.astype(str).str.strip() != "")).to_numpy()
+
+    def inputs(self, feats: list[Features]) -> np.ndarray:
+        out = np.empty(len(feats), dtype=object)
+        out[:] = [pool_features(f) for f in feats]
+        return out
+
+    def suggest(self, trial, seed: int) -> dict:
+        return {
+            "probe": "perceiver-llm-prefix" if self.llm else "perceiver-decoder",
+            "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
+            "width": trial.suggest_categorical("width", [64, 128]),
+            "depth": trial.suggest_int("depth", 1, 2),
+            "epochs": trial.suggest_int("epochs", 20, 60, step=10),
+        }
+
+    def _device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _build(self, params: dict, emb_dim: int, token_dim: int | None, y_train: np.ndarray):
+        width, depth = int(params["width"]), int(params["depth"])
+        resampler = PerceiverResampler(emb_dim, token_dim, POOL**3, width, depth, N_QUERIES)
+        if self.llm:
+            if self._lm is None:
+                self._lm = load_llm(self.llm)
+            lm, codec = self._lm
+            head = LLMHead(lm, width)
+        else:
+            codec = ClipVocab(y_train)
+            head = TextDecoder(codec.size, width, depth, MAX_TOKENS)
+        return ReportModel(resampler, head), codec
+
+    def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        emb_tr, grid_tr = _arrays(X_train)
+        emb_ev, grid_ev = _arrays(X_eval)
+        if grid_tr is None or grid_ev is None:
+            grid_tr = grid_ev = None
+        emb_tr, emb_ev = _standardise(emb_tr, emb_ev)
+        if grid_tr is not None:
+            grid_tr, grid_ev = _standardise(grid_tr, grid_ev)
+        dev = self._device()
+
+        def t(a: np.ndarray | None) -> torch.Tensor | None:
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).float().to(dev)
+
+        cfg = TrainConfig(lr=float(params["lr"]), epochs=int(params["epochs"]))
+        candidates = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model, codec = self._build(params, emb_tr.shape[1],
+                                       None if grid_tr is None else grid_tr.shape[2], y_train)
+            model.to(dev)
+            seqs = [codec.encode(r, MAX_TOKENS) for r in y_train]
+            train(model, t(emb_tr), t(grid_tr), seqs, codec.pad, cfg, seed)
+            max_len = min(MAX_TOKENS, max(len(s) for s in seqs) + 16)
+            candidates.append(generate(model, t(emb_ev), t(grid_ev), codec, max_len, self.beam))
+        reports = candidates[0] if len(candidates) == 1 else _consensus(candidates)
+        out = np.empty(len(reports), dtype=object)
+        out[:] = reports
+        return out
+
+    def metrics(self) -> dict[str, MetricFn]:
+        labels = self.labels
+        return {
+            "finding_f1": partial(tm.finding_f1_micro, labels=labels),
+            "finding_f1_macro": partial(tm.finding_f1_macro, labels=labels),
+            "finding_precision": partial(tm.finding_precision, labels=labels),
+            "finding_recall": partial(tm.finding_recall, labels=labels),
+            "bleu4": tm.bleu4,
+            "rouge_l": tm.rouge_l,
+        }
+
+    def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
+        name = self.spec.targets[0]
+        return {f"y_{name}": y, f"p_{name}": pred,
+                "y_findings": np.array([_names(r, self.labels) for r in y], dtype=object),
+                "p_findings": np.array([_names(r, self.labels) for r in pred], dtype=object)}
+
+    def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
+        """``reports.jsonl`` (one line per test case, in predictions.csv order) and
+        ``finding_scores.json`` (per-label counts and scores)."""
+        folder = Path(folder)
+        lines = [json.dumps({"row": i, "reference": str(r), "generated": str(p),
+                             "findings_reference": _names(r, LABELS, sep=None),
+                             "findings_generated": _names(p, LABELS, sep=None)})
+                 for i, (r, p) in enumerate(zip(y, pred))]
+        atomic_write_text(folder / REPORTS_FILE, "\n".join(lines) + "\n")
+        scores = {"uncertain_as_positive": UNCERTAIN_AS_POSITIVE, "options": self.options(),
+                  "scored": tm.per_label_scores(y, pred, self.labels),
+                  "all_labels": tm.per_label_scores(y, pred)}
+        atomic_write_text(folder / SCORES_FILE, json.dumps(scores, indent=2))
+        return [REPORTS_FILE, SCORES_FILE]
+
+
+def _names(text: str, labels: tuple[str, ...], sep: str | None = "; ") -> str | list[str]:
+    """The ``labels`` a report states as present, joined by ``sep`` (a list when ``None``)."""
+    found = [label for label, v in zip(labels, finding_vector(str(text), labels)) if v]
+    return found if sep is None else sep.join(found)

@@ -1,0 +1,341 @@
+"""Segmentation from a model's token grid, scored on each case's original voxels.
+
+Training labels are put onto the head's output grid through ``token_affine``: each cell's target
+is the label distribution of the original voxels falling in it (their majority label for label
+sets over 16; the nearest voxel for cells finer than the scan; cells outside the scan are left
+out), see :func:`ctbench.tasks.dense.labels_to_grid`.
+
+Heads (``probe``), the same search space for every model:
+- ``linear``: a per-token linear classifier (a 1x1x1 convolution) on standardised tokens;
+- ``decoder``: a light 3-D conv decoder (1x1 stem, residual depthwise-separable 3x3x3 blocks,
+  stride-2 transposed convolutions) that upsamples the grid ``factor`` times, ``factor`` = the largest
+  power of two <= 4 that keeps its cells no smaller than the scans' voxels (median over training
+  cases), so its label grid is finer than the tokens but never finer than the data.
+Loss: MONAI ``DiceCELoss`` (softmax Dice + cross-entropy on the soft targets), class-weighted by
+inverse square-root training frequency (capped at 5x the commonest class's weight) against class
+imbalance. One case per optimiser step: a case holds thousands of labelled cells.
+
+Predicted class probabilities are interpolated trilinearly from the output grid's world positions
+to every original voxel (``grid_sample`` through the composed affines, slab by slab) and the
+argmax is scored: Dice per class (per case, ignoring cases whose truth lacks the class, as MONAI's
+``DiceMetric(ignore_empty=True)``, averaged over cases) and their macro mean over the foreground
+classes present in the ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ctbench.bootstrap import MetricFn
+from ctbench.errors import CTBenchError
+from ctbench.registry import register_task
+from ctbench.task import ProbeTask
+from ctbench.tasks.dense import (
+    CaseCache, TokenScaler, confusion_counts, dense_features, label_geometry, labels_to_grid, predict_labels,
+    read_labels, refine_affine, spacing, train_head,
+)
+from ctbench.types import Features
+
+HEADS = ("linear", "decoder")
+MAX_FACTOR = 4
+MAX_WEIGHT_RATIO = 5.0
+SOFT_TARGET_LABELS = 16  # label sets up to this size train on soft (distribution) targets
+BATCH_CASES = 1  # a case holds thousands of labelled cells: one case per optimiser step
+MAX_FINE_CELLS = 1 << 23  # the decoder's output grid is kept below this many cells per case
+
+
+@dataclass(eq=False)
+class MaskTarget:
+    """One case's ground-truth label map, read from disk only when needed; its labels on a
+    head's grid are computed once and kept (float16) for the next trials."""
+
+    case_id: str
+    path: Path
+    _grids: dict = field(default_factory=dict, repr=False)
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return read_labels(self.path)
+        except CTBenchError as e:
+            raise CTBenchError(f"case {self.case_id!r}: {e}") from None
+
+    def on_grid(self, affine: np.ndarray, shape: tuple[int, ...]) -> tuple[torch.Tensor | None, np.ndarray]:
+        """Training targets on that grid: a boolean mask of the valid cells ``(N,)`` (None when
+        all are) and their labels: distributions ``(L, Nv)`` float16, or majority labels
+        ``(Nv,)`` int16 when the label set is larger than ``SOFT_TARGET_LABELS``."""
+        key = (tuple(shape), np.asarray(affine, np.float64).tobytes())
+        if key not in self._grids:
+            labels, lab_affine = self.read()
+            soft = int(labels.max(initial=0)) < SOFT_TARGET_LABELS
+            dist, valid = labels_to_grid(labels, lab_affine, affine, shape, soft=soft)
+            flat = valid.ravel()
+            keep = None if flat.all() else torch.from_numpy(flat)
+            if soft:
+                self._grids[key] = (keep, dist.reshape(dist.shape[0], -1)[:, flat].astype(np.float16))
+            else:
+                self._grids[key] = (keep, dist.ravel()[flat].astype(np.int16))
+        return self._grids[key]
+
+
+@dataclass(eq=False)
+class SegPrediction:
+    """Class probabilities ``(K, *grid)`` (float16) on a grid with its index -> world affine;
+    the voxel counts against a target are computed once on the original grid and kept."""
+
+    probs: np.ndarray
+    affine: np.ndarray
+    _counts: dict = field(default_factory=dict, repr=False)
+
+    def counts(self, target: MaskTarget) -> np.ndarray:
+        """``(3, n)`` intersection / predicted / true voxel counts per label (original grid)."""
+        if target.case_id not in self._counts:
+            labels, affine = target.read()
+            self._counts[target.case_id] = confusion_counts(
+                torch.from_numpy(self.probs.astype(np.float32)), self.affine, labels, affine)
+        return self._counts[target.case_id]
+
+    def labels(self, target: MaskTarget) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted label map on the target's original voxel grid, and that grid's affine."""
+        shape, affine = label_geometry(target.path)
+        return predict_labels(torch.from_numpy(self.probs.astype(np.float32)), self.affine, affine, shape), affine
+
+
+def dice_table(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-case Dice of every label ``(n_cases, n_labels)``; NaN where the truth lacks it."""
+    counts = [p.counts(t) for t, p in zip(y, pred)]
+    n = max(c.shape[1] for c in counts)
+    out = np.full((len(counts), n), np.nan)
+    for i, c in enumerate(counts):
+        inter, p, t = c
+        present = t > 0
+        out[i, : c.shape[1]][present] = 2 * inter[present] / (p[present] + t[present])
+    return out
+
+
+def dice_macro(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over foreground labels present in the truth of the per-class mean Dice over cases."""
+    table = dice_table(y, pred)[:, 1:]
+    seen = ~np.all(np.isnan(table), axis=0)
+    if not seen.any():
+        raise ValueError("no foreground label in these cases' ground truth")
+    return float(np.mean(np.nanmean(table[:, seen], axis=0)))
+
+
+def _dice_of(label: int) -> MetricFn:
+    def fn(y: np.ndarray, pred: np.ndarray) -> float:
+        table = dice_table(y, pred)
+        col = table[:, label] if label < table.shape[1] else np.array([np.nan])
+        if np.all(np.isnan(col)):
+            raise ValueError(f"label {label} is absent from these cases' ground truth")
+        return float(np.nanmean(col))
+
+    return fn
+
+
+class _Block(nn.Module):
+    """Residual depthwise 3x3x3 + pointwise convolution: spatial context at a small cost."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv3d(width, width, 3, padding=1, groups=width)
+        self.pointwise = nn.Conv3d(width, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pointwise(nn.functional.gelu(self.depthwise(x)))
+
+
+class ConvDecoder(nn.Module):
+    """Tokens ``(1, C, *grid)`` -> logits ``(1, K, *grid * factor)``: a 1x1 stem, a residual
+    block, then per doubling a stride-2 transposed convolution and a residual block."""
+
+    def __init__(self, channels: int, classes: int, width: int, factor: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv3d(channels, width, 1), _Block(width)]
+        for _ in range(int(np.log2(factor))):
+            layers += [nn.ConvTranspose3d(width, width, 2, stride=2), nn.GELU(), _Block(width)]
+        self.net = nn.Sequential(*layers, nn.Conv3d(width, classes, 1))
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_head(params: dict, channels: int, classes: int, factor: int) -> nn.Module:
+    """A fresh head for ``params`` (``probe`` = linear | decoder)."""
+    if params["probe"] == "linear":
+        head = nn.Conv3d(channels, classes, 1)
+        head.factor = 1
+        return head
+    if params["probe"] == "decoder":
+        return ConvDecoder(channels, classes, params["width"], factor)
+    raise ValueError(f"unknown segmentation head {params['probe']!r}; choose from {HEADS}")
+
+
+def decoder_factor(X: np.ndarray, y: np.ndarray) -> int:
+    """Upsampling of the decoder: a power of two <= ``MAX_FACTOR`` whose cells stay no smaller
+    than the scans' voxels (median ratio of cell sizes over the training cases)."""
+    ratios = []
+    for f, t in zip(X, y):
+        _, affine = label_geometry(t.path)
+        ratios.append(np.cbrt(np.prod(spacing(f.token_affine)) / np.prod(spacing(affine))))
+    factor = 2 ** int(np.floor(np.log2(np.clip(np.median(ratios), 1, MAX_FACTOR))))
+    cells = max(int(np.prod(f.tokens.shape[1:])) for f in X)
+    while factor > 1 and cells * factor**3 > MAX_FINE_CELLS:
+        factor //= 2
+    return factor
+
+
+def _grid(f: Features, factor: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    shape = tuple(int(n) * factor for n in f.tokens.shape[1:])
+    return refine_affine(f.token_affine, factor), shape
+
+
+def _n_labels(target: np.ndarray) -> int:
+    """Labels a stored target covers: rows of a distribution, or max label + 1."""
+    return target.shape[0] if target.ndim == 2 else int(target.max(initial=0)) + 1
+
+
+def _frequency(target: np.ndarray, classes: int) -> np.ndarray:
+    if target.ndim == 2:
+        out = np.zeros(classes)
+        out[: target.shape[0]] = target.astype(np.float64).sum(1)
+        return out
+    return np.bincount(target.astype(np.int64), minlength=classes).astype(np.float64)
+
+
+def class_weights(targets: list[tuple[torch.Tensor | None, np.ndarray]], classes: int) -> torch.Tensor:
+    """Inverse square-root class frequency over the valid training cells, capped at
+    ``MAX_WEIGHT_RATIO`` times the commonest class's weight (stronger weights push boundaries
+    into the rare classes); mean 1 over the classes present, 0 for classes never seen."""
+    freq = sum(_frequency(t, classes) for _, t in targets)
+    w = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1e-12) / max(freq.sum(), 1e-12)), 0.0)
+    w = np.minimum(w, MAX_WEIGHT_RATIO * w[freq > 0].min())
+    return torch.tensor(w / w[freq > 0].mean(), dtype=torch.float32)
+
+
+def _padded(target: np.ndarray, classes: int) -> torch.Tensor:
+    """``(1, classes, Nv)`` float32 targets: a distribution padded with zero rows for labels
+    absent from this case, or majority labels one-hot encoded."""
+    if target.ndim == 1:
+        return nn.functional.one_hot(torch.from_numpy(target.astype(np.int64)), classes).T[None].float()
+    t = torch.from_numpy(target.astype(np.float32))
+    if t.shape[0] < classes:
+        t = torch.cat([t, t.new_zeros((classes - t.shape[0], t.shape[1]))])
+    return t[None]
+
+
+@register_task("segmentation")
+class SegmentationTask(ProbeTask):
+    """Label maps from token grids (linear head or conv decoder), Dice on the original voxels."""
+
+    category = "segmentation"
+    uses_tokens = True
+
+    def __init__(self, spec, dataset) -> None:
+        if len(spec.targets) != 1:
+            raise CTBenchError(f"task {spec.name!r}: segmentation needs one target column holding "
+                               f"label-map paths, got {list(spec.targets)}; fix the dataset card")
+        self.label_names: dict[int, str] = {}
+        if dataset.card.name == "phantom":
+            from ctbench.phantom_anatomy import LABELS
+
+            self.label_names = {k: v for k, v in LABELS.items() if k > 0}
+        super().__init__(spec, dataset)
+
+    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+        out = np.empty(len(rows), dtype=object)
+        for i, (case, path) in enumerate(zip(rows["case_id"], rows[self.spec.targets[0]])):
+            out[i] = MaskTarget(str(case), self.dataset.resolve(path))
+        return out
+
+    def inputs(self, feats: list[Features]) -> np.ndarray:
+        return dense_features(feats, self.spec.name)
+
+    def suggest(self, trial, seed: int) -> dict:
+        """The shared search space (same for every model)."""
+        probe = trial.suggest_categorical("probe", list(HEADS))
+        params = {
+            "probe": probe,
+            "lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "epochs": trial.suggest_int("epochs", 10, 40, step=10),
+        }
+        if probe == "decoder":
+            params["width"] = trial.suggest_categorical("width", [16, 32, 64])
+        return params
+
+    def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        from monai.losses import DiceCELoss
+
+        scaler = TokenScaler(X_train)
+        inputs = CaseCache(X_train, lambda i: scaler(X_train[i])[None])
+        factor = 1 if params["probe"] == "linear" else decoder_factor(X_train, y_train)
+        targets = [t.on_grid(*_grid(f, factor)) for f, t in zip(X_train, y_train)]
+        classes = max(_n_labels(d) for _, d in targets)
+        seen = sum(_frequency(d, classes) for _, d in targets)
+        for c in np.flatnonzero(seen[1:]) + 1:
+            self.label_names.setdefault(int(c), str(c))
+        loss_fn = DiceCELoss(softmax=True, weight=class_weights(targets, classes))
+        channels = X_train[0].tokens.shape[0]
+        probs = None
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                head = build_head(params, channels, classes, factor)
+
+            def loss(i: int) -> torch.Tensor:
+                keep, dist = targets[i]
+                logits = head(inputs[i]).flatten(2)
+                if not dist.shape[-1]:  # the grid misses the labelled volume
+                    return logits.sum() * 0.0
+                if keep is not None:
+                    logits = logits[0].T[keep].T[None]
+                return loss_fn(logits, _padded(dist, classes))
+
+            train_head(head, len(X_train), loss, lr=params["lr"], weight_decay=params["weight_decay"],
+                       epochs=params["epochs"], seed=seed, batch_cases=BATCH_CASES)
+            with torch.no_grad():
+                out = [torch.softmax(head(scaler(f)[None])[0], 0).numpy() for f in X_eval]
+            probs = out if probs is None else [a + b for a, b in zip(probs, out)]
+        pred = np.empty(len(X_eval), dtype=object)
+        for i, (f, p) in enumerate(zip(X_eval, probs)):
+            pred[i] = SegPrediction((p / len(seeds)).astype(np.float16), _grid(f, factor)[0])
+        return pred
+
+    def metrics(self) -> dict[str, MetricFn]:
+        per_class = {f"dice_{name}": _dice_of(c) for c, name in sorted(self.label_names.items())}
+        return {"dice_macro": dice_macro, **per_class}
+
+    def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
+        table = dice_table(y, pred)
+        cols = {"dice_macro": np.array([np.nanmean(r[1:]) if np.isfinite(r[1:]).any() else np.nan
+                                        for r in table])}
+        for c, name in sorted(self.label_names.items()):
+            cols[f"dice_{name}"] = table[:, c] if c < table.shape[1] else np.full(len(y), np.nan)
+        return cols
+
+    def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
+        """Predicted label maps of the test cases on their original voxel grids (NIfTI)."""
+        import gzip
+
+        import nibabel as nib
+
+        from ctbench.atomic import atomic_path
+
+        written = []
+        for t, p in zip(y, pred):
+            labels, affine = p.labels(t)
+            img = nib.Nifti1Image(labels, affine)
+            img.set_qform(affine, code=1)
+            img.set_sform(affine, code=1)
+            name = f"predicted_masks/{t.case_id}.nii.gz"
+            with atomic_path(Path(folder) / name) as tmp:
+                tmp.write_bytes(gzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
+            written.append(name)
+        return written

@@ -1,0 +1,109 @@
+"""Localisation from token grids through the real runner on the phantom (anisotropic,
+reoriented scans; a rotated 12 mm token grid of the encoder's own), the shared token cache, and
+the attention-pooling head and metrics."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ctbench.tasks.segmentation as seg
+from ctbench.runner import RunConfig, run
+from ctbench.tasks.localisation import AttentionPool, centre_errors, mean_centre_error
+from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, register
+
+CELL_MM = 12.0
+
+
+def _run(folder, out, model, task="localisation", **kw):
+    cfg = dict(model=model, task=task, dataset=str(folder), weights="random", trials=2, seed=0,
+               device="cpu", out=str(out), n_boot=200)
+    return run(RunConfig(**{**cfg, **kw}))
+
+
+def _lesion_cases_only(src, dst):
+    """The phantom's cases with a lesion, as a dataset of its own (same image files)."""
+    dst.mkdir()
+    m = pd.read_csv(src / "manifest.csv")
+    m = m[m["lesion_x"].notna()].copy()
+    for col in ("image", "mask"):
+        m[col] = [str(src / p) for p in m[col]]
+    m.to_csv(dst / "manifest.csv", index=False)
+    (dst / "dataset.json").write_text((src / "dataset.json").read_text())
+    return dst, len(m)
+
+
+def test_oracle_tokens_localise_within_a_token_and_feed_segmentation_from_the_cache(
+        small_phantom, tmp_path, monkeypatch):
+    """Tokens that mark organ identity (the largest lesion its own) on a rotated 12 mm grid:
+    the predicted world centre is within one token of the truth on every scan's own geometry.
+    Segmentation then runs on the same cached grids without re-extracting a case."""
+    folder, n_lesion = _lesion_cases_only(small_phantom, tmp_path / "lesions")
+    model = register("test-dense-oracle-12mm", DenseOracleEncoder, CELL_MM)
+    path, loc = _run(folder, tmp_path / "loc", model)
+    m = loc["metrics"]
+    assert m["centre_error_mm"]["value"] < CELL_MM
+    assert m["centre_error_mm"]["ci_low"] <= m["centre_error_mm"]["value"] <= m["centre_error_mm"]["ci_high"]
+    assert m["hit_rate_20mm"]["value"] == 1.0 and m["hit_rate_10mm"]["value"] >= 0.75
+    assert loc["task"]["direction"] == "minimize"
+    assert loc["timings"]["cases_extracted"] == n_lesion
+    preds = pd.read_csv(path.parent / json.loads(path.read_text())["predictions_file"])
+    assert preds["error_mm"].mean() == pytest.approx(m["centre_error_mm"]["value"])
+    y = preds[["y_lesion_x", "y_lesion_y", "y_lesion_z"]].to_numpy()
+    p = preds[["p_lesion_x", "p_lesion_y", "p_lesion_z"]].to_numpy()
+    np.testing.assert_allclose(centre_errors(y, p), preds["error_mm"])
+
+    monkeypatch.setattr(seg, "HEADS", ("linear",))  # quick: the decoder has its own tests
+    _, sg = _run(folder, tmp_path / "seg", model, task="segmentation", trials=1, train_fraction=0.5)
+    assert sg["timings"]["cases_extracted"] == 0
+    assert sg["timings"]["cases_cached"] == n_lesion
+    assert 0.5 < sg["metrics"]["dice_macro"]["value"] <= 1.0  # 12 mm cells: coarse but right
+
+
+def test_random_tokens_stay_near_chance(small_phantom, tmp_path):
+    """Noise tokens: the head can only learn where lesions tend to lie within the grid (its
+    position embedding), many tokens off; that still beats the mean training centre in world
+    space, which ignores where each scan's field of view is. Cases without a lesion are left
+    out."""
+    model = register("test-dense-noise-12mm", DenseNoiseEncoder, CELL_MM)
+    path, noise = _run(small_phantom, tmp_path / "noise", model)
+    manifest = pd.read_csv(small_phantom / "manifest.csv")
+    assert noise["excluded_without_target"] == int(manifest["lesion_x"].isna().sum())
+    cols = ["lesion_x", "lesion_y", "lesion_z"]
+    fit = manifest[manifest["split"].isin(["train", "val"])][cols].dropna().mean().to_numpy()
+    test = manifest[manifest["split"] == "test"][cols].dropna().to_numpy()
+    baseline = mean_centre_error(test, np.broadcast_to(fit, test.shape))
+    err = noise["metrics"]["centre_error_mm"]["value"]
+    assert 3 * CELL_MM < err < baseline
+    assert noise["metrics"]["hit_rate_10mm"]["value"] <= 0.25
+
+
+def test_attention_pool_returns_the_softmax_weighted_mean_of_cell_centres():
+    torch.manual_seed(0)
+    head = AttentionPool(channels=2, width=4)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 20.0, 0.0]])
+    tokens, pos = torch.randn(3, 2), torch.zeros(3, 3)
+    logits = head.score(head.tokens(tokens) + head.position(pos))[:, 0]
+    expect = torch.softmax(logits, 0) @ centres
+    torch.testing.assert_close(head(tokens, pos, centres), expect)
+    with torch.no_grad():  # a dominant logit on cell 2 -> its centre
+        head.score[1].weight.zero_()
+        head.score[1].bias.zero_()
+        head.tokens.weight.zero_()
+        head.tokens.bias.zero_()
+        head.tokens.weight[0, 0] = 100.0
+        head.score[1].weight[0, 0] = 1.0
+    tokens = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    torch.testing.assert_close(head(tokens, pos, centres), centres[2], atol=1e-3, rtol=0)
+
+
+def test_centre_error_and_hit_rates():
+    from ctbench.tasks.localisation import _hit_rate
+
+    y = np.zeros((4, 3))
+    p = np.array([[3.0, 4.0, 0.0], [0, 0, 9.0], [12.0, 0, 0], [0, 30.0, 0]])
+    np.testing.assert_allclose(centre_errors(y, p), [5.0, 9.0, 12.0, 30.0])
+    assert mean_centre_error(y, p) == pytest.approx(14.0)
+    assert [_hit_rate(r)(y, p) for r in (5, 10, 20)] == [0.25, 0.5, 0.75]

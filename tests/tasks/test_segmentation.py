@@ -1,0 +1,147 @@
+"""Segmentation from token grids, through the real runner on the phantom (non-isotropic,
+reoriented scans; a rotated token grid of its own), plus the decoder and the Dice metric."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ctbench.tasks.segmentation as seg
+from ctbench.runner import RunConfig, run
+from ctbench.tasks.dense import read_labels
+from ctbench.types import Features
+from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, register
+
+FINE_MM = 5.0  # oracle cells: fine enough for Dice > 0.9, coarse enough for a quick test
+COARSE_MM = 12.0
+
+
+def _run(folder, out, model, **kw):
+    cfg = dict(model=model, task="segmentation", dataset=str(folder), weights="random", trials=1,
+               seed=0, device="cpu", out=str(out), n_boot=200)
+    return run(RunConfig(**{**cfg, **kw}))
+
+
+def test_oracle_tokens_reach_high_dice_on_the_original_voxels(small_phantom, tmp_path, monkeypatch):
+    """Tokens holding the organ labels of their cells on a rotated 5 mm grid: after the labels
+    go onto that grid and the predictions come back to every scan's own (anisotropic,
+    reoriented) voxels, Dice > 0.9. The linear head alone keeps this quick (the decoder has its
+    own test below); a fifth of the training patients suffices for a perfect feature."""
+    monkeypatch.setattr(seg, "HEADS", ("linear",))
+    model = register("test-dense-oracle-5mm", DenseOracleEncoder, FINE_MM)
+    path, result = _run(small_phantom, tmp_path / "oracle", model, train_fraction=0.2)
+    m = result["metrics"]
+    assert m["dice_macro"]["value"] > 0.9
+    for organ in ("lungs", "heart", "liver", "kidneys"):
+        assert m[f"dice_{organ}"]["value"] > 0.9
+    assert m["dice_bone"]["value"] > 0.75 and m["dice_lesion"]["value"] > 0.75
+    assert m["dice_macro"]["ci_low"] <= m["dice_macro"]["value"] <= m["dice_macro"]["ci_high"]
+    assert result["probe"]["best_params"]["probe"] == "linear"
+
+    # the written masks are the predictions on each case's original grid: rescoring one
+    # from disk gives the per-case Dice of predictions.csv
+    preds = pd.read_csv(path.parent / json.loads(path.read_text())["predictions_file"])
+    assert len(result["artifacts"]) == len(preds) == result["split"]["counts"]["test"]
+    manifest = pd.read_csv(small_phantom / "manifest.csv").set_index("case_id")
+    case = preds["case_id"].iloc[0]
+    written = nib.load(str(path.parent / f"predicted_masks/{case}.nii.gz"))
+    truth, affine = read_labels(small_phantom / manifest.loc[case, "mask"])
+    np.testing.assert_allclose(written.affine, affine)
+    got = np.asarray(written.dataobj)
+    assert got.shape == truth.shape
+    liver = 2 * np.sum((got == 3) & (truth == 3)) / (np.sum(got == 3) + np.sum(truth == 3))
+    assert liver == pytest.approx(preds["dice_liver"].iloc[0])
+
+
+def test_random_tokens_stay_near_chance(small_phantom, tmp_path, monkeypatch):
+    """Noise tokens on the same kind of grid: nothing to learn, Dice near that of a constant
+    (background) prediction, i.e. near 0."""
+    monkeypatch.setattr(seg, "HEADS", ("linear",))
+    model = register("test-dense-noise-12mm", DenseNoiseEncoder, COARSE_MM)
+    _, result = _run(small_phantom, tmp_path / "noise", model, train_fraction=0.2)
+    assert result["metrics"]["dice_macro"]["value"] < 0.15
+
+
+def _blocky_case(folder, name, rng, classes=3):
+    """A 16^3 label map of random 2^3-voxel blocks (1 mm voxels) and 4^3 tokens, each holding
+    the one-hot labels of its 8 blocks: sub-token detail only an upsampling head can draw."""
+    blocks = rng.integers(0, classes, size=(8, 8, 8))
+    labels = blocks.repeat(2, 0).repeat(2, 1).repeat(2, 2).astype(np.uint8)
+    path = folder / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(path))
+    sub = blocks.reshape(4, 2, 4, 2, 4, 2).transpose(1, 3, 5, 0, 2, 4).reshape(8, 4, 4, 4)
+    tokens = np.eye(classes, dtype=np.float32)[sub].transpose(0, 4, 1, 2, 3).reshape(8 * classes, 4, 4, 4)
+    token_affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    token_affine[:3, 3] = 1.5  # token t covers voxels 4t..4t+3
+    return Features(np.zeros(1), tokens, token_affine), seg.MaskTarget(name, path)
+
+
+def test_decoder_draws_sub_token_detail_that_a_linear_head_cannot(tmp_path):
+    rng = np.random.default_rng(0)
+    cases = [_blocky_case(tmp_path, f"c{i}", rng) for i in range(8)]
+    X = np.empty(8, dtype=object)
+    y = np.empty(8, dtype=object)
+    for i, (f, t) in enumerate(cases):
+        X[i], y[i] = f, t
+    assert seg.decoder_factor(X, y) == 4  # 4 mm tokens over 1 mm voxels
+    task = seg.SegmentationTask.__new__(seg.SegmentationTask)
+    task.label_names = {}
+    scores = {}
+    for probe, extra in (("linear", {}), ("decoder", {"width": 16})):
+        params = {"probe": probe, "lr": 0.01, "weight_decay": 1e-4, "epochs": 20, **extra}
+        pred = task.fit_predict(params, X[:6], y[:6], X[6:], [0])
+        assert pred[0].probs.shape == ((3, 16, 16, 16) if probe == "decoder" else (3, 4, 4, 4))
+        scores[probe] = seg.dice_macro(y[6:], pred)
+    assert task.label_names == {1: "1", 2: "2"}  # labels found in the training masks
+    assert scores["decoder"] > 0.95
+    assert scores["linear"] < 0.6  # one label per 4 mm token cannot draw 2 mm blocks
+
+
+def test_large_label_sets_train_on_majority_labels(tmp_path, monkeypatch):
+    """Over ``SOFT_TARGET_LABELS`` labels the targets are stored as majority labels (int16, not
+    a dense distribution per cell); the linear head still learns tokens that name their label."""
+    monkeypatch.setattr(seg, "SOFT_TARGET_LABELS", 4)
+    rng = np.random.default_rng(1)
+    X, y = np.empty(6, dtype=object), np.empty(6, dtype=object)
+    for i in range(6):
+        tokens_labels = rng.integers(0, 6, size=(4, 4, 4))
+        labels = tokens_labels.repeat(4, 0).repeat(4, 1).repeat(4, 2).astype(np.uint8)
+        path = tmp_path / f"m{i}.nii.gz"
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), str(path))
+        aff = np.diag([4.0, 4.0, 4.0, 1.0])
+        aff[:3, 3] = 1.5
+        X[i] = Features(np.zeros(1), np.eye(6, dtype=np.float32)[tokens_labels].transpose(3, 0, 1, 2), aff)
+        y[i] = seg.MaskTarget(f"m{i}", path)
+    task = seg.SegmentationTask.__new__(seg.SegmentationTask)
+    task.label_names = {}
+    params = {"probe": "linear", "lr": 0.05, "weight_decay": 1e-4, "epochs": 30}
+    pred = task.fit_predict(params, X[:4], y[:4], X[4:], [0])
+    keep, stored = y[0]._grids[next(iter(y[0]._grids))]
+    assert keep is None and stored.dtype == np.int16 and stored.shape == (64,)
+    assert seg.dice_macro(y[4:], pred) > 0.95
+
+
+def test_dice_metrics_follow_monai_conventions(tmp_path):
+    """Per case, per class Dice; classes absent from a case's truth are ignored (MONAI's
+    ignore_empty); macro = mean over foreground classes of the mean over cases."""
+    truth = np.zeros((4, 4, 4), np.uint8)
+    truth[:2] = 1
+    truth[3, 3, 3] = 2
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(truth, np.eye(4)), str(path))
+    t = seg.MaskTarget("t", path)
+    pred_labels = truth.copy()
+    pred_labels[1] = 0  # half the class-1 voxels missed
+    probs = np.eye(3, dtype=np.float16)[pred_labels].transpose(3, 0, 1, 2)
+    p = seg.SegPrediction(probs, np.eye(4))
+    y, pr = np.array([t, t], dtype=object), np.array([p, p], dtype=object)
+    table = seg.dice_table(y, pr)
+    np.testing.assert_allclose(table[0], [2 * 31 / (47 + 31), 2 * 16 / (16 + 32), 1.0])
+    assert seg.dice_macro(y, pr) == pytest.approx((2 * 16 / 48 + 1.0) / 2)
+    assert seg._dice_of(2)(y, pr) == 1.0
+    with pytest.raises(ValueError, match="label 5 is absent"):
+        seg._dice_of(5)(y, pr)
+    np.testing.assert_array_equal(p.labels(t)[0], pred_labels)
