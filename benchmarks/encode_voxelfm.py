@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 torch.cuda.reset_peak_memory_stats(dev)
             try:
                 sec, n = time_case(run, x, dev, cap, args.repeats)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 rows.append({"preset": preset, "shape": shape, "batch": batch, "tokens": n_tok, "error": "OOM"})
                 continue
             mem = (torch.cuda.max_memory_allocated(dev) if cuda else
