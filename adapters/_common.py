@@ -13,20 +13,31 @@ The API is deliberately small and stable:
 - ``read_checkpoint(path, model)``: tensor-only read of a file into a flat ``{key: Tensor}``.
 - ``select_prefix(state, prefix, ignore, source)``: keep (and strip) one sub-model's keys.
 - ``load_strict(module, state, source, model)``: strict load with one actionable message.
+- ``check_variant(model, variant, variants, weights)``: refuse unknown variants / ``auto`` weights
+  for the CI stand-ins.
+- ``build_module(ref, build, load, device)``: the frozen network, seeded-random or loaded strictly.
+- ``run_batch(model, inputs, device, autocast)``: stack prepared inputs and run one forward pass.
+- ``split_features(embedding, tokens, token_affines)``: a batch's outputs as per-volume ``Features``.
+- ``encode_grouped(prepared, forward, batch_size)``: batch inputs of equal shape, in input order.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from ctbench.errors import CTBenchError
+from ctbench.types import Features
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from monai.data import MetaTensor
+
+    from ctbench.weights import WeightsRef
+
+_T = TypeVar("_T")
 
 __all__ = [
     "as_volume",
@@ -37,6 +48,11 @@ __all__ = [
     "read_checkpoint",
     "select_prefix",
     "load_strict",
+    "check_variant",
+    "build_module",
+    "run_batch",
+    "split_features",
+    "encode_grouped",
 ]
 
 _SHOW = 8  # keys listed per category in error messages
@@ -206,6 +222,86 @@ def load_strict(module: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], 
         module.load_state_dict(cast, strict=True, assign=True)
     else:
         module.load_state_dict(dict(state), strict=True)
+
+
+def check_variant(
+    model: str, variant: str, variants: Iterable[str], weights: str | Path, published: str = "full"
+) -> None:
+    """Refuse an unknown ``variant``, and ``weights="auto"`` for any variant but ``published``
+    (the others are small CI stand-ins with no checkpoint), before anything is built."""
+    names = tuple(variants)
+    if variant not in names:
+        raise CTBenchError(f"unknown {model} variant {variant!r}; choose one of {names}")
+    if variant != published and str(weights) == "auto":
+        raise CTBenchError(
+            f"{model} variant {variant!r} has no published weights; pass --weights random or a PATH"
+        )
+
+
+def build_module(
+    ref: "WeightsRef",
+    build: Callable[[], "torch.nn.Module"],
+    load: Callable[["torch.nn.Module", Path], None],
+    device: "torch.device | str",
+) -> "torch.nn.Module":
+    """The frozen network an encoder runs: ``build()`` under ``seeded_init`` for the random
+    control (reproducible), or on the meta device (no wasted random init) followed by
+    ``load(module, ref.path)``, which must load strictly (``load_strict`` assigns the file's
+    tensors). Returned in eval mode, without gradients, on ``device``."""
+    import torch
+
+    from ctbench.weights import seeded_init
+
+    if ref.is_random:
+        with seeded_init():
+            module = build()
+    else:
+        with torch.device("meta"):
+            module = build()
+        load(module, ref.path)  # type: ignore[arg-type]
+    return module.eval().requires_grad_(False).to(device)
+
+
+def run_batch(
+    model: Callable[["torch.Tensor"], Any],
+    inputs: Sequence["MetaTensor"],
+    device: "torch.device",
+    autocast: bool = False,
+) -> Any:
+    """``model`` on the prepared inputs stacked into one batch on ``device``, under inference
+    mode, with bf16 autocast when ``autocast`` (otherwise autocast is off: full precision)."""
+    import torch
+
+    x = torch.stack([v.as_tensor() for v in inputs]).to(device)
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+        return model(x)
+
+
+def split_features(
+    embedding: "torch.Tensor", tokens: "torch.Tensor", token_affines: Sequence[np.ndarray]
+) -> list[Features]:
+    """One ``Features`` per volume from a batch's ``(B, E)`` embeddings and ``(B, C, d1, d2, d3)``
+    tokens (copied to the CPU as float32), with each volume's token affine."""
+    emb = embedding.float().cpu().numpy()
+    tok = tokens.float().cpu().numpy()
+    return [Features(emb[i], tok[i], aff) for i, aff in enumerate(token_affines)]
+
+
+def encode_grouped(
+    prepared: Sequence[_T], forward: Callable[[list[_T]], list[Features]], batch_size: int
+) -> list[Features]:
+    """``forward`` on prepared inputs of equal shape together, at most ``batch_size`` at a time;
+    the features come back in input order (a fixed-size model makes one group)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(prepared):
+        groups.setdefault(tuple(x.shape), []).append(i)  # type: ignore[attr-defined]
+    out: list[Features | None] = [None] * len(prepared)
+    for idx in groups.values():
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s : s + batch_size]
+            for i, feats in zip(chunk, forward([prepared[i] for i in chunk])):
+                out[i] = feats
+    return out  # type: ignore[return-value]
 
 
 def _names(keys: Sequence[str], quote: bool = True) -> str:

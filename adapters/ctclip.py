@@ -23,6 +23,7 @@ Features: ``embedding`` = the CLIP image latent (frame-mean of the quantised tok
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy as np
 from ctbench.card import InputSpec, ModelCard, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
-from ctbench.weights import resolve_weights, seeded_init
+from ctbench.weights import resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -135,7 +136,7 @@ def image_state(state: Mapping[str, Any], source: str) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k.startswith(IMAGE_PREFIXES)}
 
 
-def load_weights(model: "torch.nn.Module", path: str) -> None:
+def load_weights(model: "torch.nn.Module", path: str | Path) -> None:
     """Load an official CT-CLIP checkpoint into ``model`` strictly, with clear errors."""
     from ctbench.adapters._common import load_strict, read_checkpoint
 
@@ -151,22 +152,15 @@ class CTCLIPEncoder:
                  *, batch_size: int = 2) -> None:
         import torch
 
+        from ctbench.adapters._common import build_module, check_variant
         from ctbench.adapters.ctclip_net import build_network
 
-        if variant not in VARIANTS:
-            raise CTBenchError(f"unknown CT-CLIP variant {variant!r}; choose one of {VARIANTS}")
-        if variant != "full" and str(weights) == "auto":
-            raise CTBenchError(
-                f"variant {variant!r} has no published weights; pass --weights random or a PATH")
+        check_variant("CT-CLIP", variant, VARIANTS, weights)
         self.variant, self.size, self.batch_size = variant, SIZES[variant], batch_size
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
-        with seeded_init():
-            model = build_network(variant)
-        if not self.weights_ref.is_random:
-            load_weights(model, str(self.weights_ref.path))
-        self.model = model.eval().requires_grad_(False).to(self.device)
-        self.config = model.visual_transformer.cfg
+        self.model = build_module(self.weights_ref, lambda: build_network(variant), load_weights, self.device)
+        self.config = self.model.visual_transformer.cfg
         self.embedding_dim, self.token_dim = self.config.dim_latent, self.config.dim
         self.autocast = self.device.type == "cuda"
         self.preprocessing_id = CARD.preprocessing_hash({
@@ -181,19 +175,13 @@ class CTCLIPEncoder:
         return preprocess(volume, self.size)
 
     def _forward(self, batch: list["MetaTensor"]) -> list[Features]:
-        import torch
+        from ctbench.adapters._common import affine_of, run_batch, split_features, token_affine
 
-        from ctbench.adapters._common import affine_of, token_affine
-
-        x = torch.stack([v.as_tensor() for v in batch]).to(self.device)
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            latent, tokens = self.model(x)
-        latent = latent.float().cpu().numpy()
-        tokens = tokens.float().permute(0, 4, 1, 2, 3).cpu().numpy()
+        latent, tokens = run_batch(self.model, batch, self.device, self.autocast)
         c = self.config
         strides = (c.temporal_patch_size, c.patch_size, c.patch_size)
-        return [Features(embedding=latent[i], tokens=tokens[i],
-                         token_affine=token_affine(affine_of(v), strides)) for i, v in enumerate(batch)]
+        affines = [token_affine(affine_of(v), strides) for v in batch]
+        return split_features(latent, tokens.permute(0, 4, 1, 2, 3), affines)
 
     def encode(self, volume: "MetaTensor") -> Features:
         return self._forward([self.preprocess(volume)])[0]

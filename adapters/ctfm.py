@@ -17,7 +17,7 @@ import numpy as np
 from ctbench.card import InputSpec, ModelCard, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
-from ctbench.weights import resolve_weights, seeded_init
+from ctbench.weights import resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from monai.data import MetaTensor
@@ -131,11 +131,10 @@ class CTFMEncoder:
     ) -> None:
         import torch
 
-        arch = _arch(variant)
-        if variant != "full" and str(weights) == "auto":
-            raise CTBenchError(
-                f"CT-FM variant {variant!r} has no published weights; pass --weights random or a PATH"
-            )
+        from ._common import build_module, check_variant
+
+        check_variant("CT-FM", variant, VARIANTS, weights)
+        arch = VARIANTS[variant]
         self.variant = variant
         self.arch = arch
         self.spacing_mm = tuple(float(s) for s in spacing_mm) if spacing_mm else None
@@ -144,14 +143,7 @@ class CTFMEncoder:
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
-        if self.weights_ref.is_random:
-            with seeded_init():
-                model = build_network(variant)
-        else:
-            with torch.device("meta"):
-                model = build_network(variant)
-            load_ctfm_state(model, self.weights_ref.path)
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.model = build_module(self.weights_ref, lambda: build_network(variant), load_ctfm_state, self.device)
         self.preprocessing_id = CARD.preprocessing_hash(
             {
                 "variant": variant,
@@ -189,30 +181,17 @@ class CTFMEncoder:
         return token_affine(input_affine, (self.arch.stride,) * 3, first_centre=0.0)
 
     def _forward(self, inputs: Sequence["MetaTensor"]) -> list[Features]:
-        import torch
+        from ._common import affine_of, run_batch, split_features
 
-        from ._common import affine_of
-
-        batch = torch.stack([x.as_tensor() for x in inputs]).to(self.device)
-        with torch.inference_mode():
-            last = self.model(batch)[-1]
-        pooled = last.mean(dim=(2, 3, 4)).float().cpu().numpy()
-        tokens = last.float().cpu().numpy()
-        return [Features(pooled[i], tokens[i], self.token_affine(affine_of(x))) for i, x in enumerate(inputs)]
+        last = run_batch(self.model, inputs, self.device)[-1]
+        affines = [self.token_affine(affine_of(x)) for x in inputs]
+        return split_features(last.mean(dim=(2, 3, 4)), last, affines)
 
     def encode(self, volume: "MetaTensor") -> Features:
         return self._forward([self.preprocess(volume)])[0]
 
     def encode_batch(self, volumes: Sequence["MetaTensor"]) -> list[Features]:
         """Foreground crops differ in size: volumes of equal input shape run ``batch_size`` at a time."""
-        prepared = [self.preprocess(v) for v in volumes]
-        groups: dict[tuple, list[int]] = {}
-        for i, x in enumerate(prepared):
-            groups.setdefault(tuple(x.shape), []).append(i)
-        out: list[Features | None] = [None] * len(prepared)
-        for idx in groups.values():
-            for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s : s + self.batch_size]
-                for i, f in zip(chunk, self._forward([prepared[i] for i in chunk])):
-                    out[i] = f
-        return out  # type: ignore[return-value]
+        from ._common import encode_grouped
+
+        return encode_grouped([self.preprocess(v) for v in volumes], self._forward, self.batch_size)

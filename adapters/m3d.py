@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 
 from ctbench.card import InputSpec, ModelCard, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
-from ctbench.weights import resolve_weights, seeded_init
+from ctbench.weights import resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -212,7 +213,7 @@ def preprocess(volume: "MetaTensor", img_size: Sequence[int] = CONFIGS["full"]["
     return run(x, [*steps, Resize(spatial_size=tuple(img_size), mode="trilinear")], NAME)
 
 
-def load_weights(model: "torch.nn.Module", path: str) -> None:
+def load_weights(model: "torch.nn.Module", path: str | Path) -> None:
     """Load ``pretrained_ViT.bin`` (or the full CLIP file) into ``model`` strictly."""
     from ctbench.adapters._common import load_strict, read_checkpoint, select_prefix
 
@@ -230,11 +231,9 @@ class M3DEncoder:
                  batch_size: int = 8) -> None:
         import torch
 
-        if variant not in VARIANTS:
-            raise CTBenchError(f"unknown M3D variant {variant!r}; choose one of {VARIANTS}")
-        if variant != "full" and str(weights) == "auto":
-            raise CTBenchError(
-                f"variant {variant!r} has no published weights; pass --weights random or a PATH")
+        from ctbench.adapters._common import build_module, check_variant
+
+        check_variant("M3D", variant, VARIANTS, weights)
         lo, hi = (float(v) for v in hu_window)
         if not hi > lo:
             raise CTBenchError(f"m3d: hu_window must be (low, high) with high > low, got {hu_window}")
@@ -243,11 +242,7 @@ class M3DEncoder:
         self.embedding_dim = self.token_dim = self.config["hidden_size"]
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
-        with seeded_init():
-            model = build_network(variant)
-        if not self.weights_ref.is_random:
-            load_weights(model, str(self.weights_ref.path))
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.model = build_module(self.weights_ref, lambda: build_network(variant), load_weights, self.device)
         self.autocast = self.device.type == "cuda"
         self.preprocessing_id = CARD.preprocessing_hash({
             "variant": variant, "orientation": ORIENTATION, "hu_window": self.hu_window,
@@ -260,18 +255,12 @@ class M3DEncoder:
         return preprocess(volume, self.config["img_size"], self.hu_window, self.minmax)
 
     def _forward(self, batch: list["MetaTensor"]) -> list[Features]:
-        import torch
+        from ctbench.adapters._common import affine_of, run_batch, split_features, token_affine
 
-        from ctbench.adapters._common import affine_of, token_affine
-
-        x = torch.stack([v.as_tensor() for v in batch]).to(self.device)
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            cls, grid = self.model(x)
-        cls = cls.float().cpu().numpy()
-        grid = grid.float().permute(0, 4, 1, 2, 3).cpu().numpy()
+        cls, grid = run_batch(self.model, batch, self.device, self.autocast)
         strides = self.config["patch_size"]
-        return [Features(embedding=cls[i], tokens=grid[i], token_affine=token_affine(affine_of(v), strides))
-                for i, v in enumerate(batch)]
+        affines = [token_affine(affine_of(v), strides) for v in batch]
+        return split_features(cls, grid.permute(0, 4, 1, 2, 3), affines)
 
     def encode(self, volume: "MetaTensor") -> Features:
         return self._forward([self.preprocess(volume)])[0]

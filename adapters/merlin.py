@@ -17,7 +17,7 @@ import numpy as np
 from ctbench.card import InputSpec, ModelCard, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
-from ctbench.weights import resolve_weights, seeded_init
+from ctbench.weights import resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from monai.data import MetaTensor
@@ -212,11 +212,10 @@ class MerlinEncoder:
     ) -> None:
         import torch
 
-        arch = _arch(variant)
-        if variant != "full" and str(weights) == "auto":
-            raise CTBenchError(
-                f"Merlin variant {variant!r} has no published weights; pass --weights random or a PATH"
-            )
+        from ._common import build_module, check_variant
+
+        check_variant("Merlin", variant, VARIANTS, weights)
+        arch = VARIANTS[variant]
         size = tuple(int(s) for s in (input_size or arch.input_size))
         if len(size) != 3 or any(s <= 0 or s % st for s, st in zip(size, STRIDES)):
             raise CTBenchError(f"Merlin input_size must be 3 positive multiples of {STRIDES}, got {size}")
@@ -228,14 +227,7 @@ class MerlinEncoder:
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
-        if self.weights_ref.is_random:
-            with seeded_init():
-                model = build_network(variant)
-        else:
-            with torch.device("meta"):
-                model = build_network(variant)
-            load_merlin_state(model, self.weights_ref.path)
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.model = build_module(self.weights_ref, lambda: build_network(variant), load_merlin_state, self.device)
         self.preprocessing_id = CARD.preprocessing_hash(
             {"variant": variant, **asdict(arch), "input_size": list(size), "strides": list(STRIDES)}
         )
@@ -268,27 +260,16 @@ class MerlinEncoder:
         return token_affine(input_affine, STRIDES, first_centre=0.0)
 
     def _forward(self, inputs: Sequence["MetaTensor"]) -> list[Features]:
-        import torch
+        from ._common import affine_of, run_batch, split_features
 
-        from ._common import affine_of
-
-        batch = torch.stack([x.as_tensor() for x in inputs]).to(self.device)
-        with torch.inference_mode():
-            pooled, tokens = self.model(batch)
-        pooled_np = pooled.float().cpu().numpy()
-        tokens_np = tokens.float().cpu().numpy()
-        return [
-            Features(pooled_np[i], tokens_np[i], self.token_affine(affine_of(x)))
-            for i, x in enumerate(inputs)
-        ]
+        pooled, tokens = run_batch(self.model, inputs, self.device)
+        return split_features(pooled, tokens, [self.token_affine(affine_of(x)) for x in inputs])
 
     def encode(self, volume: "MetaTensor") -> Features:
         return self._forward([self.preprocess(volume)])[0]
 
     def encode_batch(self, volumes: Sequence["MetaTensor"]) -> list[Features]:
         """Every input has the same native size, so volumes run ``batch_size`` at a time."""
-        prepared = [self.preprocess(v) for v in volumes]
-        out: list[Features] = []
-        for s in range(0, len(prepared), self.batch_size):
-            out.extend(self._forward(prepared[s : s + self.batch_size]))
-        return out
+        from ._common import encode_grouped
+
+        return encode_grouped([self.preprocess(v) for v in volumes], self._forward, self.batch_size)

@@ -40,13 +40,14 @@ Features: ``embedding`` = mean of the patch tokens (768-d; RadFM has no pooled o
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 
 from ctbench.card import InputSpec, ModelCard, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
-from ctbench.weights import cached_weights_path, resolve_weights, seeded_init
+from ctbench.weights import cached_weights_path, resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -245,7 +246,7 @@ def preprocess(volume: "MetaTensor", image_size: int = 512, max_depth: int = 64,
     return x
 
 
-def load_weights(model: "torch.nn.Module", path: str) -> None:
+def load_weights(model: "torch.nn.Module", path: str | Path) -> None:
     """Load the extracted vision-encoder file (prefixed or stripped keys) into ``model`` strictly."""
     from ctbench.adapters._common import load_strict, read_checkpoint, select_prefix
 
@@ -277,11 +278,9 @@ class RadFMEncoder:
                  batch_size: int = 4) -> None:
         import torch
 
-        if variant not in VARIANTS:
-            raise CTBenchError(f"unknown RadFM variant {variant!r}; choose one of {VARIANTS}")
-        if variant != "full" and str(weights) == "auto":
-            raise CTBenchError(
-                f"variant {variant!r} has no published weights; pass --weights random or a PATH")
+        from ctbench.adapters._common import build_module, check_variant
+
+        check_variant("RadFM", variant, VARIANTS, weights)
         lo, hi = (float(v) for v in hu_window)
         if not hi > lo:
             raise CTBenchError(f"radfm: hu_window must be (low, high) with high > low, got {hu_window}")
@@ -290,11 +289,7 @@ class RadFMEncoder:
         self.embedding_dim = self.token_dim = self.config["dim"]
         self.device = torch.device(device)
         self.weights_ref = _resolve(weights)
-        with seeded_init():
-            model = build_network(variant)
-        if not self.weights_ref.is_random:
-            load_weights(model, str(self.weights_ref.path))
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.model = build_module(self.weights_ref, lambda: build_network(variant), load_weights, self.device)
         self.autocast = self.device.type == "cuda"
         self.preprocessing_id = CARD.preprocessing_hash({
             "variant": variant, "orientation": ORIENTATION, "hu_window": self.hu_window,
@@ -309,33 +304,20 @@ class RadFMEncoder:
                           self.minmax)
 
     def _forward(self, batch: list["MetaTensor"]) -> list[Features]:
-        import torch
+        from ctbench.adapters._common import affine_of, run_batch, split_features, token_affine
 
-        from ctbench.adapters._common import affine_of, token_affine
-
-        x = torch.stack([v.as_tensor() for v in batch]).to(self.device)
-        x = x.expand(-1, self.config["channels"], -1, -1, -1)  # grey repeated to 3 channels
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            grid = self.model(x).float()
-        pooled = grid.mean(dim=(1, 2, 3)).cpu().numpy()
-        grid = grid.permute(0, 4, 1, 2, 3).cpu().numpy()
+        channels = self.config["channels"]  # grey repeated to 3 channels
+        grid = run_batch(lambda x: self.model(x.expand(-1, channels, -1, -1, -1)), batch, self.device,
+                         self.autocast).float()
         p, pf = self.config["image_patch_size"], self.config["frame_patch_size"]
-        return [Features(embedding=pooled[i], tokens=grid[i],
-                         token_affine=token_affine(affine_of(v), (p, p, pf))) for i, v in enumerate(batch)]
+        return split_features(grid.mean(dim=(1, 2, 3)), grid.permute(0, 4, 1, 2, 3),
+                              [token_affine(affine_of(v), (p, p, pf)) for v in batch])
 
     def encode(self, volume: "MetaTensor") -> Features:
         return self._forward([self.preprocess(volume)])[0]
 
     def encode_batch(self, volumes: Sequence["MetaTensor"]) -> list[Features]:
         """Preprocess all, then run inputs of equal depth together, ``batch_size`` at a time."""
-        prepared = [self.preprocess(v) for v in volumes]
-        groups: dict[tuple, list[int]] = {}
-        for i, x in enumerate(prepared):
-            groups.setdefault(tuple(x.shape), []).append(i)
-        out: list[Features | None] = [None] * len(prepared)
-        for idx in groups.values():
-            for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s:s + self.batch_size]
-                for i, feats in zip(chunk, self._forward([prepared[i] for i in chunk])):
-                    out[i] = feats
-        return out  # type: ignore[return-value]
+        from ctbench.adapters._common import encode_grouped
+
+        return encode_grouped([self.preprocess(v) for v in volumes], self._forward, self.batch_size)

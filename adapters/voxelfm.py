@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ctbench.card import InputSpec, ModelCard, WeightsSpec
-from ctbench.errors import CTBenchError
 from ctbench.types import Features
 from ctbench.weights import resolve_weights, seeded_init
 
@@ -92,12 +91,9 @@ class VoxelFMEncoder:
         from voxelfm.model import VoxelFM
         from voxelfm.preprocess import PreprocessConfig
 
-        if variant not in VARIANTS:
-            raise CTBenchError(f"unknown VoxelFM variant {variant!r}; choose one of {VARIANTS}")
-        if variant != "base" and str(weights) == "auto":
-            raise CTBenchError(
-                f"variant {variant!r} has no published weights; pass --weights random or a PATH"
-            )
+        from ._common import check_variant
+
+        check_variant("VoxelFM", variant, VARIANTS, weights, published="base")
         self.variant = variant
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
@@ -159,20 +155,17 @@ class VoxelFMEncoder:
 
         from voxelfm.preprocess import token_affine
 
+        from ._common import split_features
+
         inputs = torch.stack([x for x, _ in batch])
         with torch.inference_mode(), torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast
         ):
             out = self._run(inputs)
         d, h, w = out["grid"]
-        cls = out["cls"].float().cpu().numpy()
-        tokens = out["patch_tokens"].float().reshape(len(batch), d, h, w, -1)
-        tokens = tokens.permute(0, 4, 1, 2, 3).cpu().numpy()
+        tokens = out["patch_tokens"].reshape(len(batch), d, h, w, -1).permute(0, 4, 1, 2, 3)
         p = self.config.patch_size
-        return [
-            Features(embedding=cls[i], tokens=tokens[i], token_affine=token_affine(aff, p))
-            for i, (_, aff) in enumerate(batch)
-        ]
+        return split_features(out["cls"], tokens, [token_affine(aff, p) for _, aff in batch])
 
     def encode(self, volume: "MetaTensor") -> Features:
         return self._forward([self._prepare(volume)])[0]

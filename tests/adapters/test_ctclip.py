@@ -15,6 +15,16 @@ from ctbench.adapters.ctclip_net import build_network
 from ctbench.check_adapter import probe_volumes
 from ctbench.errors import CTBenchError
 from ctbench.weights import seeded_init, sha256_file
+from tests.adapters._helpers import (
+    assert_load_refused,
+    assert_loaded,
+    patch_token_affine,
+    peak_index,
+    rewrite_checkpoint,
+    token_cell,
+    token_response,
+    write_checkpoint,
+)
 
 
 def _trained_state(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -32,16 +42,15 @@ def _trained_state(seed: int = 1) -> dict[str, torch.Tensor]:
 def _official_file(tmp_path: Path, state: dict, name: str = "CT-CLIP_v2.pt") -> Path:
     """The reference layout: the whole CTCLIP state_dict (image tower, BERT text tower, the
     unused CLOOB projections, temperature), saved with torch.save."""
-    full = dict(state)
-    full["text_transformer.embeddings.word_embeddings.weight"] = torch.randn(11, 8)
-    full["text_transformer.encoder.layer.0.attention.self.query.weight"] = torch.randn(8, 8)
-    full["to_text_latent.weight"] = torch.randn(512, 8)
-    full["to_text_latent_extra.weight"] = torch.randn(512, 8)
-    full["to_visual_latent_extra.weight"] = torch.randn_like(state["to_visual_latent.weight"])
-    full["temperature"] = torch.tensor(1.0)
-    path = tmp_path / name
-    torch.save(full, path)
-    return path
+    other = {
+        "text_transformer.embeddings.word_embeddings.weight": torch.randn(11, 8),
+        "text_transformer.encoder.layer.0.attention.self.query.weight": torch.randn(8, 8),
+        "to_text_latent.weight": torch.randn(512, 8),
+        "to_text_latent_extra.weight": torch.randn(512, 8),
+        "to_visual_latent_extra.weight": torch.randn_like(state["to_visual_latent.weight"]),
+        "temperature": torch.tensor(1.0),
+    }
+    return write_checkpoint(tmp_path / name, state, extra=other)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +127,7 @@ def test_official_checkpoint_loads_and_matches_direct_module(tmp_path: Path, vol
     flat = torch.from_numpy(feats.tokens.astype(np.float32)).reshape(32, -1).T
     codes = torch.cdist(flat, codebook).argmin(dim=1)
     assert torch.equal(flat, codebook[codes]) and len(set(codes.tolist())) > 1
-    loaded = enc.model.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert_loaded(enc.model, state)
     assert not np.allclose(CTCLIPEncoder(weights="random", variant="test").encode(volume).embedding,
                            feats.embedding)
 
@@ -138,24 +146,15 @@ def test_official_checkpoint_loads_and_matches_direct_module(tmp_path: Path, vol
 )
 def test_bad_checkpoint_names_the_key(tmp_path: Path, edit, words) -> None:
     path = _official_file(tmp_path, _trained_state())
-    full = torch.load(path, weights_only=True)
-    edit(full)
-    torch.save(full, path)
-    with pytest.raises(CTBenchError) as err:
-        CTCLIPEncoder(weights=str(path), variant="test")
-    msg = str(err.value)
-    assert str(path) in msg
-    for w in words:
-        assert w in msg
+    rewrite_checkpoint(path, edit)
+    assert_load_refused(CTCLIPEncoder, path, words)
 
 
 def test_ddp_prefixed_training_checkpoint_loads(tmp_path: Path) -> None:
     state = _trained_state()
     full = torch.load(_official_file(tmp_path, state), weights_only=True)
-    path = tmp_path / "CTClip.1000.pt"
-    torch.save({"module." + k: v for k, v in full.items()}, path)
-    loaded = CTCLIPEncoder(weights=str(path), variant="test").model.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    path = write_checkpoint(tmp_path / "CTClip.1000.pt", full, "module.")
+    assert_loaded(CTCLIPEncoder(weights=str(path), variant="test").model, state)
 
 
 def test_user_errors_and_reproducible_random_weights(volume) -> None:
@@ -194,19 +193,17 @@ def test_blob_lands_in_the_token_cell_token_affine_names(variant) -> None:
     assert -1.0 <= float(x1.min()) and float(x1.max()) <= 1.0
     if variant == "full":  # the 480 x 480 x 240 box is larger than the probe: padded with -1
         assert float(x1[0, 0, 0, 0]) == -1.0
-    diff = (x1 - x0).as_tensor()[0].numpy()
-    peak = np.asarray(np.unravel_index(int(diff.argmax()), diff.shape), float)
+    peak = peak_index(x1 - x0)
     assert np.linalg.norm((aff @ np.r_[peak, 1.0])[:3] - world) < 1.5  # MONAI tracked the blob
     strides = np.array([10.0, 20.0, 20.0])
-    tok_aff = aff @ np.r_[np.c_[np.diag(strides), (strides - 1) / 2], [[0, 0, 0, 1]]]
-    cell = np.rint(np.linalg.solve(tok_aff, np.r_[world, 1.0])[:3]).astype(int)
-    assert cell.tolist() == (peak // strides).astype(int).tolist()
+    tok_aff = patch_token_affine(aff, strides)
+    cell = token_cell(tok_aff, world)
+    assert cell == (peak // strides).astype(int).tolist()
     if variant == "test":
         enc = CTCLIPEncoder(weights="random", variant="test")
         f0, f1 = enc.encode(base), enc.encode(blob)
         assert np.allclose(f1.token_affine, tok_aff)
-        response = np.linalg.norm(f1.tokens.astype(np.float32) - f0.tokens.astype(np.float32), axis=0)
-        assert response[tuple(cell)] > 0  # the blob's own cell changes its code
+        assert token_response(f0, f1)[tuple(cell)] > 0  # the blob's own cell changes its code
 
 
 def test_full_size_network_runs_on_two_frames() -> None:

@@ -9,12 +9,21 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from safetensors.torch import load_file, save_file
 
 from ctbench.adapters._common import affine_of
 from ctbench.adapters.ctfm import CARD, CTFMEncoder, build_network
 from ctbench.check_adapter import PROBE_AFFINE, probe_volumes
 from ctbench.errors import CTBenchError
+from tests.adapters._helpers import (
+    assert_load_refused,
+    assert_loaded,
+    blob_at_token,
+    peak_index,
+    rewrite_checkpoint,
+    strongest_token,
+    token_cell,
+    write_checkpoint,
+)
 
 
 def _trained_state(variant: str = "test", seed: int = 1) -> dict[str, torch.Tensor]:
@@ -33,12 +42,11 @@ def _trained_state(variant: str = "test", seed: int = 1) -> dict[str, torch.Tens
 
 def _segresnet_file(tmp_path: Path, state: dict) -> Path:
     """The full CT-FM SegResNet layout: ``encoder.*`` plus decoder ``up_layers.*`` keys."""
-    full = {f"encoder.{k}": v for k, v in state.items()}
-    full["up_layers.0.upsample.deconv.weight"] = torch.randn(4, 2, 2, 2, 2)
-    full["up_layers.0.head.weight"] = torch.randn(2, 4, 1, 1, 1)
-    path = tmp_path / "ct_fm_segresnet.safetensors"
-    save_file(full, str(path))
-    return path
+    decoder = {
+        "up_layers.0.upsample.deconv.weight": torch.randn(4, 2, 2, 2, 2),
+        "up_layers.0.head.weight": torch.randn(2, 4, 1, 1, 1),
+    }
+    return write_checkpoint(tmp_path / "ct_fm_segresnet.safetensors", state, "encoder.", decoder)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +86,7 @@ def test_official_layouts_load_and_match_direct_module(tmp_path: Path, volume, l
     if layout == "segresnet":
         path = _segresnet_file(tmp_path, state)
     else:
-        path = tmp_path / "model.safetensors"
-        save_file(state, str(path))
+        path = write_checkpoint(tmp_path / "model.safetensors", state)
     enc = CTFMEncoder(weights=str(path), variant="test")
     feats = enc.encode(volume)
     direct = build_network("test").eval()
@@ -90,7 +97,7 @@ def test_official_layouts_load_and_match_direct_module(tmp_path: Path, volume, l
     np.testing.assert_allclose(feats.tokens.astype(np.float32), last.numpy(), rtol=2e-3, atol=1e-4)
     assert feats.tokens.shape == (128, 3, 6, 5)  # (S', P', L') of a 48 x 80 x 96 input (x 1/16)
     assert float(np.abs(feats.embedding).max()) > 1e-3
-    assert all(torch.equal(enc.model.state_dict()[k], v) for k, v in state.items())
+    assert_loaded(enc.model, state)
 
 
 @pytest.mark.parametrize(
@@ -107,13 +114,8 @@ def test_official_layouts_load_and_match_direct_module(tmp_path: Path, volume, l
 )
 def test_bad_checkpoint_names_the_key(tmp_path: Path, edit, words) -> None:
     path = _segresnet_file(tmp_path, _trained_state())
-    full = load_file(str(path))
-    edit(full)
-    save_file(full, str(path))
-    with pytest.raises(CTBenchError) as err:
-        CTFMEncoder(weights=str(path), variant="test")
-    for w in [str(path), *words]:
-        assert w in str(err.value)
+    rewrite_checkpoint(path, edit)
+    assert_load_refused(CTFMEncoder, path, words)
 
 
 def test_spl_orientation_and_foreground_crop_track_the_affine() -> None:
@@ -162,21 +164,15 @@ def test_blob_lands_in_the_token_cell_token_affine_names(variant: str, shape, ta
     """(b) geometry on a non-RAS anisotropic volume; ``full`` is (c): the published network
     size run once on one small volume."""
     enc = CTFMEncoder(weights="random", variant=variant)
-    base, _, _ = probe_volumes(shape=shape)
-    p_aff = affine_of(enc.preprocess(base))  # no crop here: the whole probe is above -1024 HU
     target = np.asarray(target)
-    v = 16.0 * target - 0.3 * 16.0  # where "floor" and "nearest centre" conventions differ
-    world = (p_aff @ np.r_[v, 1.0])[:3]
-    index = np.linalg.solve(PROBE_AFFINE, np.r_[world, 1.0])[:3]
-    base, blob, _ = probe_volumes(shape=shape, blob_index=tuple(index))
+    # No crop here (the whole probe is above -1024 HU); the blob sits 0.3 token before the
+    # centre, where "floor" and "nearest centre" conventions differ.
+    base, blob, world, v = blob_at_token(enc, np.full(3, 16.0), target, shape)
     x0, x1 = enc.preprocess(base), enc.preprocess(blob)
-    peak = np.unravel_index(int(torch.argmax(x1 - x0)), x1.shape[1:])
-    assert np.max(np.abs(np.asarray(peak) - v)) <= 1.0
+    assert np.max(np.abs(peak_index(x1 - x0) - v)) <= 1.0
     f0, f1 = enc.encode(base), enc.encode(blob)
-    cell = np.rint(np.linalg.solve(f1.token_affine, np.r_[world, 1.0])[:3]).astype(int)
-    assert cell.tolist() == target.tolist()
-    response = np.linalg.norm(f1.tokens.astype(np.float32) - f0.tokens.astype(np.float32), axis=0)
-    assert list(np.unravel_index(int(response.argmax()), response.shape)) == target.tolist()
+    assert token_cell(f1.token_affine, world) == target.tolist()
+    assert strongest_token(f0, f1) == target.tolist()
     dim = 512 if variant == "full" else 128
     assert f1.embedding.shape == (dim,) and f1.tokens.shape == (dim, *grid)
     assert np.all(np.isfinite(f1.tokens)) and float(np.abs(f1.embedding).max()) > 0

@@ -8,13 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from ctbench.adapters._common import affine_of
 from ctbench.adapters.m3d import CARD, CONFIGS, M3DEncoder, build_network, preprocess
 from ctbench.check_adapter import probe_volumes
 from ctbench.errors import CTBenchError
 from ctbench.weights import seeded_init, sha256_file
+from tests.adapters._helpers import (
+    assert_load_refused,
+    assert_loaded,
+    patch_token_affine,
+    peak_index,
+    token_cell,
+    write_checkpoint,
+)
 
 
 def _trained_state(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -29,21 +36,19 @@ def _trained_state(seed: int = 1) -> dict[str, torch.Tensor]:
 
 def _vit_bin(tmp_path: Path, state: dict, name: str = "pretrained_ViT.bin") -> Path:
     """The released ``pretrained_ViT.bin``: unprefixed vision-encoder keys, bf16, torch.save."""
-    path = tmp_path / name
-    torch.save(state, path)
-    return path
+    return write_checkpoint(tmp_path / name, state)
 
 
 def _clip_file(tmp_path: Path, state: dict) -> Path:
     """The full M3D-CLIP layout: ``vision_encoder.`` prefix plus projections and the BERT tower."""
-    full = {"vision_encoder." + k: v.float() for k, v in state.items()}
-    full["mm_vision_proj.weight"], full["mm_vision_proj.bias"] = torch.randn(48, 48), torch.randn(48)
-    full["mm_language_proj.weight"], full["mm_language_proj.bias"] = torch.randn(48, 48), torch.randn(48)
-    full["language_encoder.embeddings.word_embeddings.weight"] = torch.randn(11, 48)
-    full["logit_scale"] = torch.tensor(2.659)
-    path = tmp_path / "model.safetensors"
-    save_file(full, str(path))
-    return path
+    other = {
+        "mm_vision_proj.weight": torch.randn(48, 48), "mm_vision_proj.bias": torch.randn(48),
+        "mm_language_proj.weight": torch.randn(48, 48), "mm_language_proj.bias": torch.randn(48),
+        "language_encoder.embeddings.word_embeddings.weight": torch.randn(11, 48),
+        "logit_scale": torch.tensor(2.659),
+    }
+    fp32 = {k: v.float() for k, v in state.items()}
+    return write_checkpoint(tmp_path / "model.safetensors", fp32, "vision_encoder.", other)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +110,7 @@ def test_official_layouts_load_and_match_direct_module(tmp_path: Path, volume, l
     np.testing.assert_allclose(feats.tokens.astype(np.float32), grid[0].permute(3, 0, 1, 2).numpy(),
                                rtol=1e-3, atol=1e-3)
     assert feats.embedding.shape == (48,) and feats.tokens.shape == (48, 2, 4, 4)
-    loaded = enc.model.state_dict()
-    assert all(torch.equal(loaded[k], v.float()) for k, v in state.items())
+    assert_loaded(enc.model, state)  # bf16 values, upcast exactly
     assert not np.allclose(M3DEncoder(weights="random", variant="test").encode(volume).embedding,
                            feats.embedding)
 
@@ -125,13 +129,7 @@ def test_official_layouts_load_and_match_direct_module(tmp_path: Path, volume, l
 def test_bad_checkpoint_names_the_key(tmp_path: Path, edit, words) -> None:
     state = _trained_state()
     edit(state)
-    path = _vit_bin(tmp_path, state)
-    with pytest.raises(CTBenchError) as err:
-        M3DEncoder(weights=str(path), variant="test")
-    msg = str(err.value)
-    assert str(path) in msg
-    for w in words:
-        assert w in msg
+    assert_load_refused(M3DEncoder, _vit_bin(tmp_path, state), words)
 
 
 def test_stray_keys_beside_the_clip_prefix_are_rejected(tmp_path: Path) -> None:
@@ -190,13 +188,12 @@ def test_blob_lands_in_the_token_cell_token_affine_names(variant) -> None:
     # (slice, row, col) run towards inferior, posterior and patient left.
     assert np.allclose(np.abs(aff[:3, :3]) > 1e-6, [[0, 0, 1], [0, 1, 0], [1, 0, 0]])
     assert aff[2, 0] < 0 and aff[1, 1] < 0 and aff[0, 2] < 0
-    peak = np.asarray(np.unravel_index(int(x.as_tensor().argmax()), size), float)
+    peak = peak_index(x)
     voxel = float(np.linalg.norm(aff[:3, :3], axis=0).max())
     assert np.linalg.norm((aff @ np.r_[peak, 1.0])[:3] - world) < voxel  # MONAI tracked the blob
     strides = np.asarray(CONFIGS[variant]["patch_size"], float)
-    tok_aff = aff @ np.r_[np.c_[np.diag(strides), (strides - 1) / 2], [[0, 0, 0, 1]]]
-    cell = np.rint(np.linalg.solve(tok_aff, np.r_[world, 1.0])[:3]).astype(int)
-    assert cell.tolist() == (peak // strides).astype(int).tolist()
+    tok_aff = patch_token_affine(aff, strides)
+    assert token_cell(tok_aff, world) == (peak // strides).astype(int).tolist()
     if variant == "test":
         enc = M3DEncoder(weights="random", variant="test", hu_window=window)
         f = enc.encode(blob)

@@ -12,9 +12,19 @@ import torch
 
 from ctbench.adapters._common import affine_of
 from ctbench.adapters.merlin import CARD, CHECKPOINT_PREFIX, STRIDES, MerlinEncoder, build_network
-from ctbench.check_adapter import PROBE_AFFINE, probe_volumes
+from ctbench.check_adapter import probe_volumes
 from ctbench.errors import CTBenchError
 from ctbench.weights import sha256_file
+from tests.adapters._helpers import (
+    assert_load_refused,
+    assert_loaded,
+    blob_at_token,
+    peak_index,
+    rewrite_checkpoint,
+    strongest_token,
+    token_cell,
+    write_checkpoint,
+)
 
 
 def _checkpoint_state(variant: str = "test", seed: int = 1) -> dict[str, torch.Tensor]:
@@ -33,14 +43,13 @@ def _checkpoint_state(variant: str = "test", seed: int = 1) -> dict[str, torch.T
 
 def _official_file(tmp_path: Path, state: dict, name: str = "merlin.pt") -> Path:
     """The reference's file layout: the whole CLIP model's state_dict (image, text, logit scale)."""
-    full = {CHECKPOINT_PREFIX + k: v for k, v in state.items()}
-    full["encode_text.text_encoder.embeddings.word_embeddings.weight"] = torch.randn(11, 8)
-    full["encode_text.linear_layer.weight"] = torch.randn(4, 8)
-    full["encode_text.linear_layer.bias"] = torch.randn(4)
-    full["logit_scale"] = torch.tensor(1.0)
-    path = tmp_path / name
-    torch.save(full, path)
-    return path
+    text = {
+        "encode_text.text_encoder.embeddings.word_embeddings.weight": torch.randn(11, 8),
+        "encode_text.linear_layer.weight": torch.randn(4, 8),
+        "encode_text.linear_layer.bias": torch.randn(4),
+        "logit_scale": torch.tensor(1.0),
+    }
+    return write_checkpoint(tmp_path / name, state, CHECKPOINT_PREFIX, text)
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +121,7 @@ def test_official_checkpoint_loads_and_matches_direct_module(tmp_path: Path, vol
     np.testing.assert_allclose(feats.tokens.astype(np.float32), want_tok, rtol=2e-3, atol=1e-5)
     assert feats.tokens.shape == (256, 3, 3, 4)
     assert float(np.abs(feats.embedding).max()) > 1e-3  # a real signal, not zeros
-    # Every tensor of the file reached the module.
-    loaded = enc.model.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert_loaded(enc.model, state)  # every tensor of the file reached the module
 
 
 @pytest.mark.parametrize(
@@ -132,15 +139,8 @@ def test_official_checkpoint_loads_and_matches_direct_module(tmp_path: Path, vol
 )
 def test_bad_checkpoint_names_the_key(tmp_path: Path, edit, words) -> None:
     path = _official_file(tmp_path, _checkpoint_state())
-    full = torch.load(path, weights_only=True)
-    edit(full)
-    torch.save(full, path)
-    with pytest.raises(CTBenchError) as err:
-        MerlinEncoder(weights=str(path), variant="test")
-    msg = str(err.value)
-    assert str(path) in msg
-    for w in words:
-        assert w in msg
+    rewrite_checkpoint(path, edit)
+    assert_load_refused(MerlinEncoder, path, words)
 
 
 def test_unsafe_or_missing_files_are_user_errors(tmp_path: Path) -> None:
@@ -188,35 +188,19 @@ def test_native_preprocessing_box_and_geometry_of_the_full_grid(volume) -> None:
     assert np.allclose(tok[:3, :3], aff[:3, :3] @ np.diag(STRIDES))
 
 
-def _blob_at_token(enc, strides: np.ndarray, target: np.ndarray):
-    """Volumes with a blob whose network-input position is 0.3 token before ``target``'s centre
-    (where block-style and centre-style cell conventions disagree)."""
-    base, _, _ = probe_volumes()
-    p_aff = affine_of(enc.preprocess(base))
-    v = strides * target - 0.3 * strides
-    world = (p_aff @ np.r_[v, 1.0])[:3]
-    index = np.linalg.solve(PROBE_AFFINE, np.r_[world, 1.0])[:3]
-    base, blob, w = probe_volumes(blob_index=tuple(index))
-    assert np.allclose(w, world)
-    return base, blob, world, v
-
-
 @pytest.mark.parametrize("variant, size, target", [("test", None, (1, 2, 2)), ("full", (64, 64, 32), (1, 1, 1))])
 def test_blob_lands_in_the_token_cell_token_affine_names(variant, size, target) -> None:
     """(b) geometry on a non-RAS anisotropic volume; the full variant runs the full-size
     ResNet-152 on a reduced box (c)."""
     enc = MerlinEncoder(weights="random", variant=variant, input_size=size)
     strides, target = np.asarray(STRIDES, float), np.asarray(target)
-    base, blob, world, v = _blob_at_token(enc, strides, target)
+    base, blob, world, v = blob_at_token(enc, strides, target)
     x0, x1 = enc.preprocess(base), enc.preprocess(blob)
-    peak = np.unravel_index(int(torch.argmax(x1 - x0)), x1.shape[1:])
-    assert np.max(np.abs(np.asarray(peak) - v)) <= 1.0  # the blob is where MONAI says it is
+    assert np.max(np.abs(peak_index(x1 - x0) - v)) <= 1.0  # the blob is where MONAI says it is
     f0, f1 = enc.encode(base), enc.encode(blob)
     assert np.allclose(f1.token_affine, enc.token_affine(affine_of(x1)))
-    cell = np.rint(np.linalg.solve(f1.token_affine, np.r_[world, 1.0])[:3]).astype(int)
-    assert cell.tolist() == target.tolist()
-    response = np.linalg.norm(f1.tokens.astype(np.float32) - f0.tokens.astype(np.float32), axis=0)
-    assert list(np.unravel_index(int(response.argmax()), response.shape)) == target.tolist()
+    assert token_cell(f1.token_affine, world) == target.tolist()
+    assert strongest_token(f0, f1) == target.tolist()
     want_dim = 2048 if variant == "full" else 256
     assert f1.embedding.shape == (want_dim,) and np.all(np.isfinite(f1.tokens))
     assert float(np.abs(f1.embedding).max()) > 0

@@ -9,13 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from ctbench.adapters._common import affine_of
 from ctbench.adapters.radfm import CARD, CONFIGS, PREFIX, RadFMEncoder, build_network, preprocess, target_depth
 from ctbench.check_adapter import probe_volumes
 from ctbench.errors import CTBenchError
 from ctbench.weights import cached_weights_path, seeded_init, sha256_file
+from tests.adapters._helpers import (
+    assert_load_refused,
+    assert_loaded,
+    patch_token_affine,
+    peak_index,
+    token_cell,
+    write_checkpoint,
+)
 
 
 def _trained_state(variant: str = "test", seed: int = 1) -> dict[str, torch.Tensor]:
@@ -30,9 +37,7 @@ def _trained_state(variant: str = "test", seed: int = 1) -> dict[str, torch.Tens
 def _extracted_file(tmp_path: Path, state: dict, prefixed: bool, name: str = "radfm_vision.safetensors") -> Path:
     """What ``ctbench weights extract radfm`` writes: the vision encoder only, keys with or
     without the ``embedding_layer.vision_encoder.`` prefix of the full RadFM model."""
-    path = tmp_path / name
-    save_file({(PREFIX if prefixed else "") + k: v.contiguous() for k, v in state.items()}, str(path))
-    return path
+    return write_checkpoint(tmp_path / name, state, PREFIX if prefixed else "")
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +105,7 @@ def test_extracted_file_loads_and_matches_direct_module(tmp_path: Path, volume, 
     np.testing.assert_allclose(feats.tokens.astype(np.float32), grid[0].permute(3, 0, 1, 2).numpy(),
                                rtol=1e-3, atol=1e-3)
     assert feats.embedding.shape == (48,) and feats.tokens.shape == (48, 2, 2, 4)
-    loaded = enc.model.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert_loaded(enc.model, state)
     assert not np.allclose(RadFMEncoder(weights="random", variant="test").encode(volume).embedding,
                            feats.embedding)
 
@@ -120,29 +124,22 @@ def test_extracted_file_loads_and_matches_direct_module(tmp_path: Path, volume, 
 def test_bad_checkpoint_names_the_key(tmp_path: Path, edit, words) -> None:
     state = _trained_state()
     edit(state)
-    path = _extracted_file(tmp_path, state, prefixed=True)
-    with pytest.raises(CTBenchError) as err:
-        RadFMEncoder(weights=str(path), variant="test")
-    msg = str(err.value)
-    assert str(path) in msg
-    for w in words:
-        assert w in msg
+    assert_load_refused(RadFMEncoder, _extracted_file(tmp_path, state, prefixed=True), words)
 
 
 def test_full_model_file_keeps_only_the_vision_encoder(tmp_path: Path, volume) -> None:
     """The whole RadFM state_dict (LLM + other embedding-layer parts) loads the same encoder;
     a key outside the documented parts is rejected by name."""
     state = _trained_state()
-    full = {PREFIX + k: v for k, v in state.items()}
-    full["lang_model.model.embed_tokens.weight"] = torch.randn(5, 4)
-    full["embedding_layer.perceiver.latents"] = torch.randn(2, 4)
-    full["embedding_layer.fc.weight"] = torch.randn(4, 4)
-    path = tmp_path / "pytorch_model.bin"
-    torch.save(full, path)
+    other = {
+        "lang_model.model.embed_tokens.weight": torch.randn(5, 4),
+        "embedding_layer.perceiver.latents": torch.randn(2, 4),
+        "embedding_layer.fc.weight": torch.randn(4, 4),
+    }
+    path = write_checkpoint(tmp_path / "pytorch_model.bin", state, PREFIX, other)
     enc = RadFMEncoder(weights=str(path), variant="test")
-    assert all(torch.equal(enc.model.state_dict()[k], v) for k, v in state.items())
-    full["optimizer.step"] = torch.zeros(1)
-    torch.save(full, path)
+    assert_loaded(enc.model, state)
+    write_checkpoint(path, state, PREFIX, {**other, "optimizer.step": torch.zeros(1)})
     with pytest.raises(CTBenchError, match="optimizer.step"):
         RadFMEncoder(weights=str(path), variant="test")
 
@@ -154,7 +151,7 @@ def test_auto_weights_come_only_from_the_local_cache(tmp_path: Path, volume) -> 
     local.parent.mkdir(parents=True)
     with seeded_init(5):
         state = build_network("full").state_dict()
-    save_file(state, str(local))
+    write_checkpoint(local, state)
     enc = RadFMEncoder()  # full variant, auto
     assert enc.weights_ref.path == local
     key = "pos_embedding.dep_embed.weight"
@@ -199,13 +196,12 @@ def test_blob_lands_in_the_token_cell_token_affine_names(variant) -> None:
     # (row, col, slice) run towards posterior, patient left and inferior.
     assert np.allclose(np.abs(aff[:3, :3]) > 1e-6, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])
     assert aff[1, 0] < 0 and aff[0, 1] < 0 and aff[2, 2] < 0
-    peak = np.asarray(np.unravel_index(int(x.as_tensor().argmax()), x.shape[1:]), float)
+    peak = peak_index(x)
     voxel = float(np.linalg.norm(aff[:3, :3], axis=0).max())
     assert np.linalg.norm((aff @ np.r_[peak, 1.0])[:3] - world) < voxel  # MONAI tracked the blob
     strides = np.array([cfg["image_patch_size"]] * 2 + [cfg["frame_patch_size"]], float)
-    tok_aff = aff @ np.r_[np.c_[np.diag(strides), (strides - 1) / 2], [[0, 0, 0, 1]]]
-    cell = np.rint(np.linalg.solve(tok_aff, np.r_[world, 1.0])[:3]).astype(int)
-    assert cell.tolist() == (peak // strides).astype(int).tolist()
+    tok_aff = patch_token_affine(aff, strides)
+    assert token_cell(tok_aff, world) == (peak // strides).astype(int).tolist()
     if variant == "test":
         f = RadFMEncoder(weights="random", variant="test", hu_window=window).encode(blob)
         assert np.allclose(f.token_affine, tok_aff)
