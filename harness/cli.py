@@ -89,7 +89,8 @@ def run(
     weights: str = typer.Option("auto", "--weights", "-w", help="auto | random | PATH"),
     trials: int = typer.Option(20, "--trials", min=1, help="Optuna trials (same for every model)"),
     seed: int = typer.Option(0, "--seed", help="seed of splits' tuning sampler, probes and bootstrap"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", "--device",
+                               help="auto | cpu | cuda (the encoder, and the report-generation probe)"),
     out: Optional[str] = typer.Option(None, "--out", help="result folder (default under $CTBENCH_HOME/results)"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first failing case"),
     variant: Optional[str] = typer.Option(None, "--variant", help="model size variant, e.g. tiny (tests)"),
@@ -97,12 +98,17 @@ def run(
     n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
     train_fraction: float = typer.Option(1.0, "--train-fraction", min=0.0, max=1.0,
                                          help="nested share of training patients (label efficiency)"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="report-generation: folder of a local Hugging Face "
+                                      "causal LM to decode with (default: $CTBENCH_REPORT_LLM, else none)"),
+    beam: Optional[int] = typer.Option(None, "--beam", min=1, help="report-generation: beam width "
+                                       "(default: $CTBENCH_REPORT_BEAM, else 1 = greedy)"),
 ) -> None:
     """Run one model on one task and print its test metrics with 95% CIs."""
     from .runner import RunConfig, run as run_one
 
+    given = {"llm": llm, "beam": beam}  # task options: only those given travel to the task
     cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot,
-                    train_fraction)
+                    train_fraction, task_options={k: v for k, v in given.items() if v is not None})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         ids: dict[str, int] = {}

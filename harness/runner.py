@@ -5,16 +5,18 @@ dataset -> encoder -> cached features -> shared splits -> tuned probe -> bootstr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .datasets import Dataset, open_dataset
+from .datasets import Dataset, TaskSpec, open_dataset
 from .engine import Split, run_probe
 from .errors import CTBenchError
 from .extract import extract
@@ -25,6 +27,11 @@ from .task import EvalTask, ProbeTask
 from .results import result_dir, write_result
 
 Progress = Callable[[str, int, int], None]
+
+# Task options a run may carry (``RunConfig.task_options``) -> the command-line flag that sets
+# them. A task category takes an option when its class lists it in ``run_options`` (a constructor
+# keyword); the runner also passes its ``--device`` to a task listing ``device`` there.
+OPTION_FLAGS: dict[str, str] = {"llm": "--llm", "beam": "--beam"}
 
 
 @dataclass
@@ -44,6 +51,7 @@ class RunConfig:
     storage: str | None = None
     n_boot: int = 1000
     train_fraction: float = 1.0
+    task_options: dict[str, Any] = field(default_factory=dict)  # given options only, e.g. {"beam": 2}
 
 
 def pick_device(device: str) -> str:
@@ -66,6 +74,62 @@ def build_encoder(name: str, weights: str, device: str, variant: str | None):
     if variant:
         kwargs["variant"] = variant
     return factory(**kwargs)
+
+
+def task_kwargs(task_cls: type, spec: TaskSpec, cfg: RunConfig) -> dict[str, Any]:
+    """Constructor keywords for ``task_cls`` from the run: its given ``task_options`` and, for a
+    task that takes a device, ``cfg.device`` unless ``auto`` (the task then falls back to its
+    environment variable). An option the task does not take is a user error naming its flag."""
+    taken = getattr(task_cls, "run_options", frozenset())
+    kwargs: dict[str, Any] = {}
+    for key, value in cfg.task_options.items():
+        if key not in OPTION_FLAGS:
+            raise CTBenchError(f"unknown task option {key!r}; known: {', '.join(OPTION_FLAGS)}")
+        if key not in taken:
+            takers = ", ".join(_categories_taking(key)) or "no registered"
+            raise CTBenchError(f"{OPTION_FLAGS[key]} applies only to {takers} tasks; task "
+                               f"{spec.name!r} is a {spec.category} task")
+        kwargs[key] = value
+    if "device" in taken and cfg.device != "auto":
+        kwargs["device"] = pick_device(cfg.device)
+    return kwargs
+
+
+def _categories_taking(option: str) -> list[str]:
+    """Registered task categories whose class takes ``option`` (for error messages only)."""
+    out = []
+    for name in TASKS.names():
+        try:
+            if option in getattr(TASKS.get(name), "run_options", ()):
+                out.append(name)
+        except Exception:  # a broken third-party category must not hide the real error
+            continue
+    return out
+
+
+def options_tag(task: Any) -> str | None:
+    """``opts<8 hex>``: a short hash of ``task.options()`` (sorted JSON), or ``None`` when the
+    task has no options or they equal its ``default_options()`` (a task without that method
+    counts as default), so default runs keep their study name and result folder."""
+    options = getattr(task, "options", None)
+    if options is None:
+        return None
+    opts = options()
+    defaults = getattr(task, "default_options", lambda: opts)()
+    if opts == defaults:
+        return None
+    blob = json.dumps(opts, sort_keys=True, separators=(",", ":"), default=str)
+    return "opts" + hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def study_name(dataset: Dataset, spec: TaskSpec, model_tag: str, weights_sha: str, preprocessing_id: str,
+               seed: int, train_fraction: float, opts: str | None = None) -> str:
+    """The Optuna study of a run: everything that defines its search, ``|``-joined; ``opts``
+    (from :func:`options_tag`) is appended only for non-default task options."""
+    parts = [dataset.card.name, dataset.card.version, spec.name, spec.version, model_tag, weights_sha[:16],
+             preprocessing_id, dataset.split_hash()[:16], f"seed{seed}", f"frac{train_fraction:g}",
+             f"protocol{PROTOCOL_VERSION}"]
+    return "|".join(parts + ([opts] if opts else []))
 
 
 def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -> Split:
@@ -151,10 +215,12 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     MODELS.get(cfg.model)  # an unknown model fails before any dataset is generated
     dataset = open_dataset(cfg.dataset, progress=tick("generate"))
     spec = dataset.card.task(cfg.task)
-    task = TASKS.get(spec.category)(spec, dataset)
+    task_cls = TASKS.get(spec.category)
+    task = task_cls(spec, dataset, **task_kwargs(task_cls, spec, cfg))
     if isinstance(task, EvalTask) and cfg.train_fraction != 1:
         raise CTBenchError(f"task {spec.name!r} trains nothing; --train-fraction does not apply")
     device = pick_device(cfg.device)
+    opts = options_tag(task)
     encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant)
 
     manifest = dataset.manifest
@@ -165,11 +231,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
 
     wsha = encoder.weights_ref.sha256
     model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
-    study = "|".join(
-        [dataset.card.name, dataset.card.version, spec.name, spec.version, model_tag, wsha[:16],
-         encoder.preprocessing_id, dataset.split_hash()[:16], f"seed{cfg.seed}",
-         f"frac{cfg.train_fraction:g}", f"protocol{PROTOCOL_VERSION}"]
-    )
+    study = study_name(dataset, spec, model_tag, wsha, encoder.preprocessing_id, cfg.seed, cfg.train_fraction,
+                       opts)
     if isinstance(task, EvalTask):
         scored = _evaluate(task, rows, ex, cfg)
     else:
@@ -178,6 +241,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     weights_tag = "random" if encoder.weights_ref.is_random else wsha[:12]
     folder = Path(cfg.out) if cfg.out else result_dir(
         home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed, cfg.train_fraction)
+    if opts and not cfg.out:
+        folder = folder.with_name(f"{folder.name}-{opts}")  # e.g. seed0-opts1a2b3c4d
     artifacts = scored.artifacts(folder) if scored.artifacts else []
     result = {
         "ctbench_version": ctbench_version(),
@@ -202,6 +267,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
             "targets": list(spec.targets), "main_metric": spec.main_metric, "direction": task.direction,
             "dataset": dataset.card.name, "dataset_version": dataset.card.version,
             "kind": getattr(task, "kind", None), "horizons": list(getattr(task, "horizons", ())),
+            **({"options": task.options(), "options_tag": opts} if hasattr(task, "options") else {}),
         },
         "split": {"hash": dataset.split_hash(), "counts": scored.counts, "patients": scored.patients},
         "probe": scored.probe,

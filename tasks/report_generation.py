@@ -17,9 +17,12 @@ Protocol notes:
 - Seeds: strings cannot be averaged. The engine refits this probe with one seed (it is not an
   ``mlp`` family); when given several, one model is fitted per seed and each case keeps the
   consensus report (the candidate with the highest mean ROUGE-L to the other seeds' reports).
-- Options (constructor or environment): ``llm`` / ``CTBENCH_REPORT_LLM`` = folder of a local
-  Hugging Face causal LM (needs ``transformers``); ``beam`` / ``CTBENCH_REPORT_BEAM``;
-  ``device`` / ``CTBENCH_REPORT_DEVICE`` (``auto``: CUDA when visible).
+- Options (constructor, i.e. ``ctbench run --llm/--beam/--device``, else environment):
+  ``llm`` / ``CTBENCH_REPORT_LLM`` = folder of a local Hugging Face causal LM (needs
+  ``transformers``); ``beam`` / ``CTBENCH_REPORT_BEAM``; ``device`` / ``CTBENCH_REPORT_DEVICE``
+  (``auto``: CUDA when visible). ``llm`` and ``beam`` change the probe, so they are part of
+  :meth:`ReportGenerationTask.options` (and of the run's study name and result folder when they
+  differ from :data:`OPTION_DEFAULTS`); the device is not.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ MAX_TOKENS = 192  # bos + report + eos, in tokens; longer reports are cut for tr
 N_QUERIES = 16
 ENV_LLM, ENV_BEAM, ENV_DEVICE = "CTBENCH_REPORT_LLM", "CTBENCH_REPORT_BEAM", "CTBENCH_REPORT_DEVICE"
 REPORTS_FILE, SCORES_FILE = "reports.jsonl", "finding_scores.json"
+OPTION_DEFAULTS: dict[str, object] = {"llm": None, "beam": 1}  # options() of a run given no option
 
 
 def pool_features(f: Features, cells: int = POOL) -> Features:
@@ -101,6 +105,7 @@ class ReportGenerationTask(ProbeTask):
 
     category = "report-generation"
     uses_tokens = True
+    run_options: frozenset[str] = frozenset({"llm", "beam", "device"})  # keywords the runner passes
 
     def __init__(self, spec, dataset, llm: str | None = None, beam: int | None = None,
                  device: str | None = None) -> None:
@@ -108,7 +113,8 @@ class ReportGenerationTask(ProbeTask):
         if len(spec.targets) != 1:
             raise CTBenchError(f"task {spec.name!r}: report generation takes one target column "
                                f"(the report text), got {', '.join(spec.targets)}")
-        self.llm = llm or os.environ.get(ENV_LLM) or None
+        llm = llm or os.environ.get(ENV_LLM) or None
+        self.llm = str(Path(llm).expanduser().resolve()) if llm else None  # one spelling per folder
         try:
             self.beam = int(beam if beam is not None else os.environ.get(ENV_BEAM) or 1)
         except ValueError:
@@ -130,6 +136,10 @@ class ReportGenerationTask(ProbeTask):
         return {"labels": list(self.labels), "llm": self.llm, "beam": self.beam, "pool": POOL,
                 "max_tokens": MAX_TOKENS, "queries": N_QUERIES,
                 "uncertain_as_positive": UNCERTAIN_AS_POSITIVE}
+
+    def default_options(self) -> dict:
+        """:meth:`options` as they would be with no option given (flag or environment)."""
+        return {**self.options(), **OPTION_DEFAULTS}
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         return rows[self.spec.targets[0]].astype(str).to_numpy(dtype=object)

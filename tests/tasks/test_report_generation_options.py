@@ -1,0 +1,145 @@
+"""Report-generation options as run settings: ``--llm``/``--beam``/``--device`` reach the task,
+the environment stays a fallback, a flag on the wrong task is one clear error, and non-default
+options get their own Optuna study and result folder while default runs keep today's names."""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ctbench.cli import app, main
+from ctbench.datasets import Dataset, DatasetCard, TaskSpec
+from ctbench.errors import CTBenchError
+from ctbench.provenance import PROTOCOL_VERSION
+from ctbench.results import result_dir
+from ctbench.runner import RunConfig, options_tag, run, study_name, task_kwargs
+from ctbench.tasks import report_generation as rg
+from ctbench.tasks.report_generation import ReportGenerationTask
+
+SPEC = TaskSpec(name="report-generation", category="report-generation", targets=("report",),
+                main_metric="finding_f1")
+WRONG_TASK = "--llm applies only to report-generation tasks; task 'classification' is a classification task"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No option leaks in from the developer's shell; small models run single-threaded."""
+    for name in (rg.ENV_LLM, rg.ENV_BEAM, rg.ENV_DEVICE):
+        monkeypatch.delenv(name, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_probe(monkeypatch):
+    """A one-point search space with three epochs keeps a real run to a few seconds."""
+
+    def tiny(self, trial, seed):
+        return {"probe": "perceiver-decoder", "lr": trial.suggest_float("lr", 3e-3, 3e-3),
+                "width": 64, "depth": 1, "epochs": trial.suggest_int("epochs", 3, 3)}
+
+    monkeypatch.setattr(ReportGenerationTask, "suggest", tiny)
+
+
+def _dataset() -> Dataset:
+    m = pd.DataFrame({"case_id": ["a"], "patient_id": ["a"], "image": ["x"], "split": ["train"],
+                      "report": ["No nodule."], "lung_nodule": [0]})
+    return Dataset(DatasetCard(name="d", version="1", licence="-", tasks=(SPEC,)), m, root=None)
+
+
+def _task(**kw) -> ReportGenerationTask:
+    return ReportGenerationTask(SPEC, _dataset(), **kw)
+
+
+def _cfg(**kw) -> RunConfig:
+    return RunConfig(model="test-histogram", task="report-generation", **kw)
+
+
+def test_run_options_map_to_task_keywords_and_the_environment_is_a_fallback(monkeypatch):
+    assert task_kwargs(ReportGenerationTask, SPEC, _cfg()) == {}
+    assert task_kwargs(ReportGenerationTask, SPEC, _cfg(task_options={"beam": 2}, device="cpu")) == {
+        "beam": 2, "device": "cpu"}
+    monkeypatch.setenv(rg.ENV_BEAM, "3")
+    monkeypatch.setenv(rg.ENV_DEVICE, "cuda:7")
+    assert _task().beam == 3 and _task().device == "cuda:7"  # nothing given: the environment
+    given = _task(**task_kwargs(ReportGenerationTask, SPEC, _cfg(task_options={"beam": 2}, device="cpu")))
+    assert given.beam == 2 and given.device == "cpu"  # the flags win
+    with pytest.raises(CTBenchError, match="unknown task option 'temperature'; known: llm, beam"):
+        task_kwargs(ReportGenerationTask, SPEC, _cfg(task_options={"temperature": 0.5}))
+
+
+def test_default_options_keep_the_study_name_and_different_options_do_not_share_one(monkeypatch, tmp_path):
+    ds = _dataset()
+    assert options_tag(_task()) is None and options_tag(_task(beam=1)) is None
+    legacy = "|".join(["d", "1", "report-generation", SPEC.version, "test-histogram", "ab" * 8, "prep",
+                       ds.split_hash()[:16], "seed0", "frac1", f"protocol{PROTOCOL_VERSION}"])
+    assert study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, None) == legacy
+    monkeypatch.setattr(rg, "check_llm_path", lambda path: None)  # no LM folder needed to name a study
+    (tmp_path / "lm").mkdir()
+    tags = {options_tag(_task(beam=2)), options_tag(_task(beam=3)), options_tag(_task(llm=str(tmp_path / "lm"))),
+            options_tag(_task(llm=str(tmp_path / "lm"), beam=2))}
+    assert None not in tags and len(tags) == 4 and all(len(t) == len("opts") + 8 for t in tags)
+    assert options_tag(_task(beam=2)) == options_tag(_task(beam=2))  # stable across instances
+    # one folder, one spelling: a relative or trailing-slash path names the same study
+    monkeypatch.chdir(tmp_path)
+    assert options_tag(_task(llm="lm/")) == options_tag(_task(llm=str(tmp_path / "lm")))
+    names = {study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, t) for t in tags}
+    assert len(names) == 4 and all(n.startswith(legacy + "|opts") for n in names)
+
+
+def test_a_flag_on_a_task_that_does_not_take_it_is_one_clear_error(small_phantom, monkeypatch, capsys):
+    args = ["run", "--model", "test-histogram", "--task", "classification", "--dataset", str(small_phantom),
+            "--weights", "random", "--llm", "/no/such/lm"]
+    res = CliRunner().invoke(app, args)
+    assert isinstance(res.exception, CTBenchError) and str(res.exception) == WRONG_TASK
+    res = CliRunner().invoke(app, [a if a != "--llm" else "--beam" for a in args[:-1]] + ["2"])
+    assert str(res.exception) == WRONG_TASK.replace("--llm", "--beam")
+    monkeypatch.setattr(sys, "argv", ["ctbench", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr()
+    assert exit_.value.code == 2 and "Traceback" not in out.out + out.err
+    assert " ".join(out.err.split()) == f"error: {WRONG_TASK}"
+
+
+def test_cli_beam_and_device_reach_the_task_and_get_their_own_study_and_folder(
+        small_phantom, tiny_probe, monkeypatch, ctbench_home):
+    seen = []
+
+    def device(self):
+        seen.append(self.device)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(ReportGenerationTask, "_device", device)
+    monkeypatch.setenv(rg.ENV_DEVICE, "cuda:7")  # the run's --device wins over it
+    res = CliRunner().invoke(app, ["run", "--model", "test-histogram", "--task", "report-generation",
+                                   "--dataset", str(small_phantom), "--weights", "random", "--trials", "1",
+                                   "--bootstrap", "10", "--device", "cpu", "--beam", "2"])
+    assert res.exit_code == 0, res.output
+    assert seen and set(seen) == {"cpu"}
+    (path,) = (ctbench_home / "results").rglob("result.json")
+    result = json.loads(path.read_text())
+    assert result["config"]["task_options"] == {"beam": 2} and result["config"]["device"] == "cpu"
+    assert result["task"]["options"]["beam"] == 2 and result["task"]["options"]["llm"] is None
+    tag = result["task"]["options_tag"]
+    assert tag.startswith("opts") and result["probe"]["study"].endswith(f"|frac1|protocol{PROTOCOL_VERSION}|{tag}")
+    default = result_dir(ctbench_home / "results", "phantom", "report-generation", "test-histogram", "random", 0)
+    assert path.parent == default.with_name(f"seed0-{tag}")
+    assert json.loads((path.parent / "finding_scores.json").read_text())["options"]["beam"] == 2
+
+
+def test_a_default_run_keeps_its_study_name_and_result_folder(small_phantom, tiny_probe, ctbench_home):
+    path, result = run(_cfg(dataset=str(small_phantom), weights="random", trials=1, device="cpu", n_boot=10))
+    assert path == result_dir(ctbench_home / "results", "phantom", "report-generation", "test-histogram",
+                              "random", 0) / "result.json"
+    study = result["probe"]["study"].split("|")
+    assert study[:5] == ["phantom", result["task"]["dataset_version"], "report-generation",
+                         result["task"]["version"], "test-histogram"]
+    assert study[-3:] == ["seed0", "frac1", f"protocol{PROTOCOL_VERSION}"] and len(study) == 11
+    assert result["config"]["task_options"] == {} and result["task"]["options_tag"] is None
+    assert result["task"]["options"]["beam"] == 1
