@@ -5,6 +5,9 @@
 - ``ctbench datasets prepare NAME --source DIR [--out DIR] [--seed N] [--strict]``: turn the
   folder you downloaded into a prepared dataset (``manifest.csv`` + ``dataset.json``) for
   ``ctbench run --dataset DIR`` (see :mod:`ctbench.recipes`).
+- ``ctbench datasets phantom --out DIR [--patients N] [--seed N]``: write a phantom of another
+  size or seed (the built-in ``phantom`` is 100 patients, seed 0), e.g. a larger one whose test
+  split gives tighter confidence intervals.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from rich.table import Table
 
 from .errors import CTBenchError
 
-__all__ = ["app", "dataset_rows", "list_datasets", "prepare_command"]
+__all__ = ["app", "dataset_rows", "list_datasets", "prepare_command", "phantom_command"]
 
 app = typer.Typer(add_completion=False, invoke_without_command=True,
                   help="List datasets and recipes; prepare a downloaded public dataset.")
@@ -119,3 +122,26 @@ def prepare_command(
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"next: ctbench run --model MODEL --task {card.tasks[0].name} --dataset {res.folder}")
+
+
+@app.command("phantom")
+def phantom_command(
+    out: Path = typer.Option(..., "--out", "-o", help="new folder (missing or empty)"),
+    patients: int = typer.Option(100, "--patients", "-n", min=3, help="number of patients"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of anatomy, findings, scans and splits"),
+) -> None:
+    """Write a synthetic phantom dataset of any size or seed into a folder."""
+    from .datasets import load_dataset_folder
+    from .phantom import generate_phantom
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task_id = bar.add_task("generating phantom", total=None)
+        folder = generate_phantom(out, n_patients=patients, seed=seed,
+                                  progress=lambda done, total: bar.update(task_id, completed=done, total=total))
+    ds = load_dataset_folder(folder)
+    counts = ds.manifest["split"].value_counts()
+    console.print(f"[bold]phantom[/]: {patients} patients, {len(ds.manifest)} scans "
+                  f"(train {counts.get('train', 0)}, val {counts.get('val', 0)}, test {counts.get('test', 0)}) "
+                  f"-> {folder}")
+    console.print(f"next: ctbench run --model MODEL --task classification --dataset {folder}")

@@ -27,19 +27,20 @@ from .datasets import CARD_FILE, MANIFEST_FILE, DatasetCard, TaskSpec, write_car
 from .errors import CTBenchError
 from .paths import home
 from .phantom_anatomy import (
-    FOV_CENTRE, FOV_MM, LABELS, Patient, liver_volume_ml, paint, sample_patient,
+    CONTRAST_FRACTION, FOV_CENTRE, FOV_MM, LABELS, Patient, liver_volume_ml, paint, sample_patient,
 )
 from .splits import make_splits
 
-PHANTOM_VERSION = "1"
+PHANTOM_VERSION = "2"
 DEFAULT_PATIENTS = 100
 REPEAT_FRACTION = 0.2  # share of patients with a second scan
 ORIENTATIONS = ("RAS", "LPS", "LAS", "LPI", "PSR", "SLP")
 SLICE_MM = (3.0, 3.75, 4.0, 5.0)
 FINDINGS = ("lung_nodule", "liver_lesion", "kidney_cyst", "pleural_effusion")
 HORIZONS_DAYS = (365.0, 730.0)
-COLUMNS = ("case_id", "patient_id", "image", "mask", "split", *FINDINGS, "liver_volume_ml",
-           "lesion_burden_ml", "time", "event", "lesion_x", "lesion_y", "lesion_z", "report")
+COLUMNS = ("case_id", "patient_id", "image", "mask", "split", *FINDINGS, "contrast",
+           "liver_volume_ml", "lesion_burden_ml", "time", "event", "lesion_x", "lesion_y",
+           "lesion_z", "report")
 # Rule-based reading of the phantom's reports: a term per finding, negation within the sentence.
 FINDING_TERMS = {
     "lung_nodule": r"\bnodules?\b",
@@ -115,7 +116,7 @@ def _report(p: Patient, rng: np.random.Generator) -> str:
     def of(kind: str) -> list:
         return sorted((les for les in p.lesions if les.kind == kind), key=lambda les: -les.radius)
 
-    count = {2: "Two", 3: "Three"}
+    count = {2: "Two", 3: "Three", 4: "Four"}
     out, impression = [], []
     nod = of("lung_nodule")
     if nod:
@@ -205,7 +206,9 @@ def phantom_card(n_patients: int, seed: int) -> DatasetCard:
     description = (
         "Synthetic CT-like thorax/upper-abdomen volumes (int16 HU NIfTI) with anisotropic spacing "
         f"(in-plane 2.5-3.5 mm, slices {min(SLICE_MM)}-{max(SLICE_MM)} mm) and varied axis codes "
-        f"({', '.join(ORIENTATIONS)}); ~{REPEAT_FRACTION:.0%} of patients are scanned twice. "
+        f"({', '.join(ORIENTATIONS)}); ~{REPEAT_FRACTION:.0%} of patients are scanned twice; "
+        f"~{CONTRAST_FRACTION:.0%} in the portal-venous phase (contrast = 1: enhanced blood pool, "
+        "liver and kidneys). "
         f"Mask labels: {labels} (nodules, liver lesions and kidney cysts; pleural fluid is 0). "
         "liver_volume_ml includes lesions; lesion_burden_ml is the total lesion volume; time is "
         "days, event 1 = death, hazard rising with nodule/liver-lesion burden and effusion; "
@@ -253,6 +256,7 @@ def _write_dataset(
         largest = max(p.lesions, key=lambda les: les.radius, default=None)
         patient = {
             "patient_id": f"P{i:04d}", **{f: int(p.has(f)) for f in FINDINGS},
+            "contrast": int(p.contrast),
             "liver_volume_ml": round(liver_volume_ml(p), 2),
             "lesion_burden_ml": round(sum(les.volume_ml for les in p.lesions), 3),
             "time": t, "event": event,

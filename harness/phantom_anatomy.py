@@ -21,6 +21,14 @@ FOV_MM = (250.0, 225.0, 195.0)  # nominal field of view along x, y, z
 FOV_CENTRE = (0.0, -5.0, -10.0)  # its centre in patient coordinates
 SAFE_MM = 14.0  # findings stay this far inside the nominal field of view (covers scan jitter)
 FINDING_ORGAN = {"lung_nodule": LUNG, "liver_lesion": LIVER, "kidney_cyst": KIDNEY}
+CONTRAST_FRACTION = 0.5  # share of scans in the portal-venous phase
+# organ HU ranges (non-contrast, portal-venous); the heart value is also the aorta's blood pool
+ORGAN_HU = {"liver": ((55, 65), (100, 120)), "kidney": ((27, 35), (140, 180)),
+            "heart": ((35, 45), (150, 200))}
+# lesion HU ranges (non-contrast, portal-venous): hypodense liver lesions enhance a little,
+# nodules are solid soft tissue, cysts are water and do not enhance
+LESION_HU = {"lung_nodule": ((25, 60), (50, 90)), "liver_lesion": ((8, 22), (25, 50)),
+             "kidney_cyst": ((-2, 8), (-2, 8))}
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class Patient:
     kidneys: tuple[Ellipsoid, Ellipsoid]  # right, left
     spine: dict[str, float]
     hu: dict[str, float]
+    contrast: bool = False  # portal-venous phase: enhanced blood pool, liver and kidneys
     lesions: list[Lesion] = field(default_factory=list)
     effusion: dict[str, float] = field(default_factory=dict)  # "right"/"left" -> fluid depth mm
 
@@ -160,7 +169,7 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 def sample_patient(rng: np.random.Generator) -> Patient:
     """Draw a patient's anatomy, organ HU and findings."""
-    ax, ay = _u(rng, 96, 112), _u(rng, 74, 88)
+    ax, ay = _u(rng, 90, 118), _u(rng, 70, 92)
     fat, muscle = _u(rng, 5, 18), _u(rng, 7, 12)
     bx, by = ax - fat - muscle, ay - fat - muscle
     canal_y = -ay + fat + _u(rng, 36, 40)
@@ -188,15 +197,16 @@ def sample_patient(rng: np.random.Generator) -> Patient:
                   (_u(rng, 20, 26), _u(rng, 15, 19), _u(rng, 36, 44)))
         for sign, z0 in ((1.0, -62.0), (-1.0, -54.0))
     )
+    contrast = bool(rng.random() < CONTRAST_FRACTION)
     hu = {
         "fat": _u(rng, -110, -90), "muscle": _u(rng, 45, 55), "soft": _u(rng, 15, 30),
-        "lung": _u(rng, -865, -835), "fluid": _u(rng, 6, 14), "liver": _u(rng, 55, 65),
-        "kidney": _u(rng, 27, 35), "heart": _u(rng, 35, 45), "cortical": _u(rng, 950, 1150),
+        "lung": _u(rng, -880, -815), "fluid": _u(rng, 6, 14), "cortical": _u(rng, 950, 1150),
         "cancellous": _u(rng, 600, 750), "disc": _u(rng, 70, 90), "csf": _u(rng, 5, 15),
         "rib": _u(rng, 550, 750),
+        **{organ: _u(rng, *ranges[contrast]) for organ, ranges in ORGAN_HU.items()},
     }
     p = Patient((ax, ay), fat, muscle, (lungs[0], lungs[1]), heart, liver,
-                (kidneys[0], kidneys[1]), spine, hu)
+                (kidneys[0], kidneys[1]), spine, hu, contrast)
     _add_findings(p, rng)
     return p
 
@@ -214,17 +224,17 @@ def _add_findings(p: Patient, rng: np.random.Generator) -> None:
     if effusion:
         side = rng.choice(["right", "left", "both"], p=[0.45, 0.35, 0.2])
         for s in ("right", "left") if side == "both" else (str(side),):
-            p.effusion[s] = _u(rng, 15, 40)
-    plans = [("lung_nodule", nodule, (1, 2, 3), (4.5, 11.0), (25, 60)),
-             ("liver_lesion", liver_lesion, (1, 2, 3), (5.0, 16.0), (8, 22)),
-             ("kidney_cyst", cyst, (1, 2), (4.5, 12.0), (-2, 8))]
-    for kind, present, counts, (rmin, rmax), (hlo, hhi) in plans:
+            p.effusion[s] = _u(rng, 20, 50)
+    plans = [("lung_nodule", nodule, 4, (5.5, 12.0)), ("liver_lesion", liver_lesion, 4, (7.0, 18.0)),
+             ("kidney_cyst", cyst, 2, (6.0, 12.0))]
+    for kind, present, most, (rmin, rmax) in plans:
         if not present:
             continue
-        weights = np.array([0.6, 0.25, 0.15])[: len(counts)]
-        n = int(rng.choice(counts, p=weights / weights.sum()))
+        weights = np.array([0.4, 0.3, 0.2, 0.1])[:most]
+        n = 1 + int(rng.choice(most, p=weights / weights.sum()))
         for _ in range(n):
-            les = _place(p, rng, kind, _u(rng, rmin, rmax), _u(rng, hlo, hhi))
+            hu = _u(rng, *LESION_HU[kind][p.contrast])
+            les = _place(p, rng, kind, _u(rng, rmin, rmax), hu)
             if les is not None:
                 p.lesions.append(les)
 

@@ -97,13 +97,18 @@ def test_geometry_varies(small_phantom: Path, manifest: pd.DataFrame) -> None:
 
 
 def test_organ_hu_and_masks(small_phantom: Path, manifest: pd.DataFrame) -> None:
-    for _, row in manifest.head(8).iterrows():
+    assert 0.3 < manifest["contrast"].mean() < 0.7
+    both_phases = pd.concat([manifest[manifest["contrast"] == c].head(4) for c in (0, 1)])
+    for _, row in both_phases.iterrows():
         img, hu, mask = _arrays(small_phantom, row)
         assert set(np.unique(mask)) <= set(range(7)) and {1, 2, 3, 4, 5} <= set(np.unique(mask))
         assert abs(hu[mask == 1].mean() - (-850)) < 50  # lungs
-        assert 25 < hu[mask == 2].mean() < 55  # heart
-        assert 50 < hu[mask == 3].mean() < 72  # liver
-        assert 20 < hu[mask == 4].mean() < 42  # kidneys
+        if row.contrast:  # portal-venous phase: enhanced blood pool, liver and kidneys
+            assert 135 < hu[mask == 2].mean() < 210 and 95 < hu[mask == 3].mean() < 125
+            assert 120 < hu[mask == 4].mean() < 185
+        else:
+            assert 25 < hu[mask == 2].mean() < 55 and 50 < hu[mask == 3].mean() < 72
+            assert 20 < hu[mask == 4].mean() < 42
         assert hu[mask == 5].mean() > 300  # bone
         corners = hu[[0, -1]][:, [0, -1]][:, :, [0, -1]]
         assert corners.max() < -950  # air outside the body
