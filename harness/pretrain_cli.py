@@ -93,11 +93,19 @@ def pretrain(
 def _run(cfg, run_dir: Path, device: str, resume: bool, stop_after: Optional[int], *, show: bool, console) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from voxelfm.collapse import CollapseWatch
     from voxelfm.schedules import Schedules
     from voxelfm.train import train
 
+    watch = CollapseWatch()
+
+    def warn(rec: dict) -> None:
+        message = watch.update(rec)
+        if message:
+            console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
     if not show:
-        return train(cfg, run_dir, device=device, resume=resume, stop_after=stop_after)
+        return train(cfg, run_dir, device=device, resume=resume, stop_after=stop_after, callback=warn)
     total = len(Schedules.build(cfg.schedules)) if stop_after is None else min(stop_after, cfg.schedules.total_iters)
     columns = (TextColumn("pre-training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))
@@ -109,6 +117,7 @@ def _run(cfg, run_dir: Path, device: str, resume: bool, stop_after: Optional[int
                       f"ibot {rec['ibot']:.3f} koleo {rec['koleo']:.3f} | lr {rec['lr']:.2e} "
                       f"T {rec['teacher_temp']:.3f}")
             progress.update(task, completed=rec["iteration"] + 1, losses=losses)
+            warn(rec)
 
         return train(cfg, run_dir, device=device, resume=resume, stop_after=stop_after, callback=update)
 
