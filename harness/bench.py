@@ -3,7 +3,9 @@
 Every cell goes through ``ctbench.runner.run``, so features cached by one cell (or an earlier
 run) are reused by the next. A cell whose result file already exists at the path the runner
 would write is skipped unless ``overwrite``; a cell that fails with a user error is recorded and
-the grid goes on.
+the grid goes on. A task run with non-default options (e.g. ``CTBENCH_REPORT_BEAM``) gets the
+runner's ``-opts<hash>`` folder suffix, so it neither replaces nor is skipped against a
+default-options result.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .paths import home
 from .results import RESULT_FILE, result_dir
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .datasets import Dataset
     from .runner import RunConfig
 
 Status = Literal["done", "skipped", "failed"]
@@ -87,6 +90,18 @@ def weights_tag(model: str, weights: str) -> str:
     return resolve_weights(MODELS.get(model).card, weights).sha256[:12]
 
 
+def task_options_tag(dataset: Dataset, cfg: RunConfig) -> str | None:
+    """The runner's ``opts<hash>`` for task ``cfg.task`` of ``dataset`` (``None`` for default
+    options): the task is built as ``ctbench.runner.run`` builds it, options from the environment
+    included. The device plays no part in the options, so it is not resolved here."""
+    from .registry import TASKS
+    from .runner import options_tag, task_kwargs
+
+    spec = dataset.card.task(cfg.task)
+    task_cls = TASKS.get(spec.category)
+    return options_tag(task_cls(spec, dataset, **task_kwargs(task_cls, spec, dataclasses.replace(cfg, device="auto"))))
+
+
 def _already_done(path: Path, train_fraction: float) -> bool:
     """True when ``path`` holds a valid result for the same training fraction."""
     if not path.is_file():
@@ -121,8 +136,9 @@ def bench(
     """Run every (model, task) of the grid into ``out`` (default ``$CTBENCH_HOME/results``).
 
     ``tasks`` may be ``"all"`` (every task of the dataset). Results land at
-    ``result_dir(out, dataset, task, model, weights_tag, seed, train_fraction)``, which is also
-    where existing results are looked for.
+    ``result_dir(out, dataset, task, model, weights_tag, seed, train_fraction)`` (with the
+    runner's ``-opts<hash>`` suffix for non-default task options), which is also where existing
+    results are looked for.
     """
     from .datasets import open_dataset
     from .runner import RunConfig
@@ -140,12 +156,18 @@ def bench(
     emit = progress or (lambda event: None)
     grid = [(m, t) for m in models for t in names]
     report, tags = BenchReport(), {}
+    opts: dict[str, str | None | CTBenchError] = {}
+    for name in names:  # per task, as the runner will see it; an error fails that task's cells only
+        try:
+            opts[name] = task_options_tag(ds, dataclasses.replace(base, task=name))
+        except CTBenchError as e:
+            opts[name] = e
     for i, (model, task) in enumerate(grid):
         emit(BenchEvent("start", i, len(grid), model, task))
         on_stage = _stage_reporter(emit, i, len(grid), model, task)
         started = time.perf_counter()
         cell = _run_cell(dataclasses.replace(base, model=model, task=task), root, ds.card.name, overwrite,
-                         tags, runner or default_runner, on_stage)
+                         tags, opts[task], runner or default_runner, on_stage)
         cell.seconds = time.perf_counter() - started
         report.cells.append(cell)
         emit(BenchEvent("end", i, len(grid), model, task, status=cell.status))
@@ -158,14 +180,18 @@ def _stage_reporter(emit: Callable[[BenchEvent], None], i: int, total: int, mode
     return lambda stage, done, stage_total: emit(BenchEvent("stage", i, total, model, task, stage, done, stage_total))
 
 
-def result_file(cfg: RunConfig, root: Path, dataset_name: str, tag: str) -> Path:
-    """Where the grid puts (and looks for) the result of ``cfg``."""
+def result_file(cfg: RunConfig, root: Path, dataset_name: str, tag: str, opts: str | None = None) -> Path:
+    """Where the grid puts (and looks for) the result of ``cfg``; ``opts`` (from
+    :func:`task_options_tag`) suffixes the folder as the runner does, e.g. ``seed0-opts1a2b3c4d``."""
     model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
-    return result_dir(root, dataset_name, cfg.task, model_tag, tag, cfg.seed, cfg.train_fraction) / RESULT_FILE
+    folder = result_dir(root, dataset_name, cfg.task, model_tag, tag, cfg.seed, cfg.train_fraction)
+    if opts:
+        folder = folder.with_name(f"{folder.name}-{opts}")
+    return folder / RESULT_FILE
 
 
 def _run_cell(cfg: RunConfig, root: Path, dataset_name: str, overwrite: bool, tags: dict[str, str | CTBenchError],
-              runner: Callable, on_stage: Callable[[str, int, int], None]) -> Cell:
+              opts: str | None | CTBenchError, runner: Callable, on_stage: Callable[[str, int, int], None]) -> Cell:
     """One cell: find where its result goes, skip it if present, otherwise run it."""
     try:
         if cfg.model not in tags:
@@ -176,7 +202,9 @@ def _run_cell(cfg: RunConfig, root: Path, dataset_name: str, overwrite: bool, ta
         tag = tags[cfg.model]
         if isinstance(tag, CTBenchError):
             raise tag
-        path = result_file(cfg, root, dataset_name, tag)
+        if isinstance(opts, CTBenchError):
+            raise opts
+        path = result_file(cfg, root, dataset_name, tag, opts)
         if not overwrite and _already_done(path, cfg.train_fraction):
             return Cell(cfg.model, cfg.task, "skipped", path)
         written, result = runner(dataclasses.replace(cfg, out=str(path.parent)), progress=on_stage)

@@ -2,19 +2,35 @@
 
 Probes: logistic regression and a one-hidden-layer MLP (shared search space). Metrics: AUROC
 (macro over labels / one-vs-rest over classes), AUPRC, balanced accuracy and F1 (macro).
+
+Multi-label and multi-class AUROC, AUPRC and (multi-label) balanced accuracy average only over
+the labels both of whose classes occur in the set scored: a label that is all 0 or all 1 in a
+test set or bootstrap resample (small data, ``--train-fraction``) is left out of that average
+instead of making it NaN; the value is NaN only when no label is defined. The labels left out
+on the test set are listed in :data:`UNDEFINED_LABELS_FILE` next to the result. Binary metrics
+are unchanged (NaN where the set holds one class).
 """
 
 from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from ctbench import probes
+from ctbench.atomic import atomic_write_text
 from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
 from ctbench.task import ProbeTask
+
+UNDEFINED_LABELS_FILE = "undefined_labels.json"
+MACRO_OVER_DEFINED = ("auroc", "auprc", "balanced_accuracy")  # metrics that skip undefined labels
 
 
 def _binary_labels(pred: np.ndarray) -> np.ndarray:
@@ -78,8 +94,12 @@ class ClassificationTask(ProbeTask):
         kind = self.kind
         if kind == "multiclass":
             to_labels = _multiclass_labels
-            auroc = lambda y, p: roc_auc_score(y, p, multi_class="ovr", average="macro", labels=np.arange(p.shape[1]))  # noqa: E731
-            auprc = lambda y, p: average_precision_score(np.eye(p.shape[1])[y], p, average="macro")  # noqa: E731
+            auroc = lambda y, p: macro_over_defined(roc_auc_score, one_hot(y, p.shape[1]), p)  # noqa: E731
+            auprc = lambda y, p: macro_over_defined(average_precision_score, one_hot(y, p.shape[1]), p)  # noqa: E731
+        elif kind == "multilabel":
+            to_labels = _binary_labels
+            auroc = lambda y, p: macro_over_defined(roc_auc_score, y, p)  # noqa: E731
+            auprc = lambda y, p: macro_over_defined(average_precision_score, y, p)  # noqa: E731
         else:
             to_labels = _binary_labels
             auroc = lambda y, p: roc_auc_score(y, p, average="macro")  # noqa: E731
@@ -105,6 +125,25 @@ class ClassificationTask(ProbeTask):
             cols[f"p_class{k}"] = pred[:, k]
         return cols
 
+    def label_names(self, n: int) -> list[str]:
+        """Names of the ``n`` labels a macro average runs over: targets, or ``class<k>``."""
+        if self.kind == "multiclass":
+            return [f"class{k}" for k in range(n)]
+        return list(self.spec.targets)[:n]
+
+    def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
+        """List the labels left out of the test set's macro averages (one class only), if any."""
+        if self.kind == "binary":
+            return []
+        y2 = one_hot(y, pred.shape[1]) if self.kind == "multiclass" else np.asarray(y)
+        skipped = [name for name, ok in zip(self.label_names(y2.shape[1]), defined_labels(y2)) if not ok]
+        if not skipped:
+            return []
+        record = {"undefined_on_test": skipped, "metrics": list(MACRO_OVER_DEFINED),
+                  "reason": "one class only in the test set; left out of these macro averages "
+                            "(bootstrap resamples skip labels undefined on them the same way)"}
+        atomic_write_text(Path(folder) / UNDEFINED_LABELS_FILE, json.dumps(record, indent=2))
+        return [UNDEFINED_LABELS_FILE]
 
     def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "multiclass":
@@ -123,12 +162,35 @@ def _align_classes(p: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def one_hot(y: np.ndarray, k: int) -> np.ndarray:
+    """Class indices ``(n,)`` -> ``(n, k)`` 0/1 indicators (one-vs-rest labels)."""
+    y = np.asarray(y).astype(int)
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"class labels outside 0..{k - 1}")
+    return (y[:, None] == np.arange(k)[None, :]).astype(int)
+
+
+def defined_labels(y: np.ndarray) -> np.ndarray:
+    """Per column of 0/1 labels ``(n, L)``: True where both classes occur."""
+    y = np.asarray(y)
+    return (y.min(axis=0) != y.max(axis=0)) if len(y) else np.zeros(y.shape[1], dtype=bool)
+
+
+def macro_over_defined(fn: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, p: np.ndarray) -> float:
+    """Mean of ``fn(y[:, j], p[:, j])`` over the labels ``j`` with both classes in ``y``.
+
+    Labels with one class are skipped with a warning; NaN when no label is defined."""
+    y, p = np.asarray(y), np.asarray(p)
+    ok = defined_labels(y)
+    if not ok.any():
+        return float("nan")
+    if not ok.all():
+        warnings.warn(f"labels {np.flatnonzero(~ok).tolist()} hold one class only; left out of the macro "
+                      f"average", UserWarning, stacklevel=2)
+    return float(np.mean([fn(y[:, j], p[:, j]) for j in np.flatnonzero(ok)]))
+
+
 def _balanced_accuracy(y: np.ndarray, labels: np.ndarray, kind: str) -> float:
     if kind != "multilabel":
         return float(balanced_accuracy_score(y, labels))
-    per_label = []
-    for j in range(y.shape[1]):
-        if len(np.unique(y[:, j])) < 2:
-            raise ValueError("balanced accuracy needs both classes of every label")
-        per_label.append(balanced_accuracy_score(y[:, j], labels[:, j]))
-    return float(np.mean(per_label))
+    return macro_over_defined(balanced_accuracy_score, y, labels)

@@ -139,3 +139,90 @@ def test_bench_command_prints_the_grid_and_exits_nonzero_on_failure(tiny_dataset
     res = CliRunner().invoke(app, args[:2] + ["m1"] + args[3:])
     assert res.exit_code == 0 and "0 run, 1 skipped, 0 failed" in res.output
     assert np.isfinite(json.loads(next((tmp_path / "res").rglob("result.json")).read_text())["metrics"]["auroc"]["value"])
+
+
+@pytest.fixture
+def report_env(monkeypatch):
+    """No report-generation option leaks in from the developer's shell."""
+    from ctbench.tasks import report_generation as rg
+
+    for name in (rg.ENV_LLM, rg.ENV_BEAM, rg.ENV_DEVICE):
+        monkeypatch.delenv(name, raising=False)
+    return rg
+
+
+@pytest.fixture
+def report_dataset(tmp_path) -> Path:
+    """A dataset folder with a classification and a report-generation task (runner faked)."""
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    card = DatasetCard(name="tiny", version="1", licence="CC0-1.0", tasks=(
+        TaskSpec(name="nodule", category="classification", targets=("nodule",), main_metric="auroc"),
+        TaskSpec(name="report-generation", category="report-generation", targets=("report",),
+                 main_metric="finding_f1"),
+    ))
+    write_card(card, folder)
+    (folder / "manifest.csv").write_text("case_id,patient_id,image,split,nodule,report,lung_nodule\n"
+                                         "c1,p1,a.nii.gz,test,1,Nodule.,1\n")
+    return folder
+
+
+def test_report_options_from_the_environment_get_the_runners_opts_folder(report_dataset, report_env, monkeypatch,
+                                                                           tmp_path):
+    from ctbench.datasets import open_dataset
+    from ctbench.runner import options_tag
+
+    out, tasks = tmp_path / "res", ["nodule", "report-generation"]
+    nodule = result_dir(out, "tiny", "nodule", "m1", "random", 0) / "result.json"
+    default = result_dir(out, "tiny", "report-generation", "m1", "random", 0) / "result.json"
+    first = bench(["m1"], tasks, str(report_dataset), weights="random", out=out, runner=FakeRunner())
+    assert [c.path for c in first.cells] == [nodule, default]  # default options: today's folders
+    before = default.read_bytes()
+
+    monkeypatch.setenv(report_env.ENV_BEAM, "2")
+    ds = open_dataset(str(report_dataset))
+    tag = options_tag(report_env.ReportGenerationTask(ds.card.task("report-generation"), ds))
+    assert tag.startswith("opts") and len(tag) == len("opts") + 8
+    runner = FakeRunner()
+    report = bench(["m1"], tasks, str(report_dataset), weights="random", out=out, runner=runner)
+    assert [c.status for c in report.cells] == ["skipped", "done"]  # not skipped against the default result
+    assert report.cells[0].path == nodule  # classification takes no option: unchanged
+    assert report.cells[1].path == default.parent.with_name(f"seed0-{tag}") / "result.json" != default
+    assert [c.task for c in runner.configs] == ["report-generation"]
+    assert runner.configs[0].out == str(default.parent.with_name(f"seed0-{tag}"))
+    assert default.read_bytes() == before  # the default-options result is not overwritten
+    again = bench(["m1"], tasks, str(report_dataset), weights="random", out=out, runner=FakeRunner())
+    assert [c.status for c in again.cells] == ["skipped", "skipped"]
+
+    monkeypatch.setenv(report_env.ENV_BEAM, "zero")  # a bad option fails that task's cells only
+    bad = bench(["m1"], tasks, str(report_dataset), weights="random", out=out, runner=FakeRunner())
+    assert [c.status for c in bad.cells] == ["skipped", "failed"] and "CTBENCH_REPORT_BEAM" in bad.cells[1].error
+
+
+def test_bench_looks_where_the_real_runner_writes_non_default_options(small_phantom, report_env, monkeypatch,
+                                                                       ctbench_home):
+    import torch
+
+    from ctbench.runner import RunConfig, run
+
+    def tiny(self, trial, seed):
+        return {"probe": "perceiver-decoder", "lr": trial.suggest_float("lr", 3e-3, 3e-3),
+                "width": 64, "depth": 1, "epochs": trial.suggest_int("epochs", 3, 3)}
+
+    monkeypatch.setattr(report_env.ReportGenerationTask, "suggest", tiny)
+    monkeypatch.setenv(report_env.ENV_BEAM, "2")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        written, result = run(RunConfig(model="test-histogram", task="report-generation", dataset=str(small_phantom),
+                                        weights="random", trials=1, device="cpu", n_boot=10))
+    finally:
+        torch.set_num_threads(threads)
+    tag = result["task"]["options_tag"]
+    assert tag.startswith("opts") and written.parent.name == f"seed0-{tag}"
+    runner = FakeRunner()
+    report = bench(["test-histogram"], ["report-generation", "classification"], str(small_phantom),
+                   weights="random", runner=runner)  # default root: $CTBENCH_HOME/results, as the runner
+    assert [c.status for c in report.cells] == ["skipped", "done"] and report.cells[0].path == written
+    assert report.cells[1].path == result_dir(ctbench_home / "results", "phantom", "classification",
+                                              "test-histogram", "random", 0) / "result.json"
