@@ -1,5 +1,15 @@
 """The shared probe engine: Optuna tuning on train -> validation, refit, one test evaluation,
-patient-level bootstrap. Every task category and every model goes through this one path."""
+patient-level bootstrap. Every task category and every model goes through this one path.
+
+Refit seeds: a stochastic probe (see :func:`refit_seeds`) is refitted with ``N_PROBE_SEEDS``
+consecutive seeds and the task's ``fit_predict`` combines their predictions; tuning trials use
+the run's seed alone.
+
+Shared studies: on a database storage every trial sends a heartbeat; a trial whose worker died
+(no heartbeat for ``HEARTBEAT_GRACE_S``) is failed and queued again with the same parameters, so
+it does not use up the trial budget (:func:`budget_trials`); after ``STALE_RETRIES`` retries it
+counts as a failed trial. In-memory studies (no storage) have no heartbeat.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from .bootstrap import Estimate, bootstrap_metrics
@@ -18,6 +29,12 @@ from .task import ProbeTask
 from .threads import single_threaded
 
 N_PROBE_SEEDS = 3
+HEARTBEAT_INTERVAL_S = 60  # a running trial records a heartbeat this often (database storages)
+# ... and is failed as stale after this long without one: generous, since a live trial failed by
+# mistake (heartbeats held up by database locks) would end its worker with an error at the end
+HEARTBEAT_GRACE_S = 600
+STALE_RETRIES = 2  # a trial that goes stale is queued again at most this many times
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)
 
 
 @dataclass
@@ -54,13 +71,57 @@ def _quiet(fn: Callable) -> Callable:
     return wrapped
 
 
+# Optuna's callback that queues a stale trial again: renamed in Optuna 4.9, with its keyword
+_RETRY = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+_RETRY_KEYWORD = "heartbeat_stale_trial_callback"
+if _RETRY is None:
+    _RETRY, _RETRY_KEYWORD = optuna.storages.RetryFailedTrialCallback, "failed_trial_callback"
+
+
 def _storage(url: str | None):
     """An Optuna storage for ``url``; SQLite waits for locks instead of failing under
-    concurrent workers."""
+    concurrent workers. Database storages run trials with a heartbeat, and a trial left
+    running by a dead worker is failed and queued again (``None``, in memory: unchanged)."""
     if url is None:
         return None
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are experimental
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S, **{_RETRY_KEYWORD: _RETRY(max_retry=STALE_RETRIES)},
+        )
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the running trials whose heartbeat is older than the grace period (their worker
+    died) and queue them again; a no-op for storages without a heartbeat."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def budget_trials(study: optuna.Study) -> int:
+    """Trials that use up the shared budget: complete, failed, pruned or running (other workers'
+    trials included), except a stale trial that was queued again (its retry counts once it runs)."""
+    trials = study.get_trials(deepcopy=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retried = {n for t in trials for n in _RETRY.retry_history(t)}
+    return sum(t.state in BUDGET_STATES and t.number not in retried for t in trials)
+
+
+def refit_seeds(task: ProbeTask, params: dict, seed: int) -> list[int]:
+    """Seeds of the final refit: ``N_PROBE_SEEDS`` consecutive seeds from ``seed`` when the tuned
+    probe is stochastic, else ``[seed]``. A task with an ``is_stochastic(params)`` method decides
+    for its own heads (the dense heads: always); otherwise the shared probe family decides
+    (:func:`ctbench.probes.is_stochastic`). ``fit_predict`` then combines the seeds' predictions
+    (scores, centres and class probabilities are averaged per case)."""
+    from .probes import is_stochastic  # scikit-learn is imported only when a probe is refitted
+
+    own = getattr(task, "is_stochastic", None)
+    stochastic = own(params) if callable(own) else is_stochastic(params)
+    return [seed + i for i in range(N_PROBE_SEEDS)] if stochastic else [seed]
 
 
 def open_study(name: str, storage: str | None, direction: str, seed: int, attempts: int = 5) -> optuna.Study:
@@ -106,8 +167,11 @@ def tune(
 
     # Trials already in the study count, including those other workers are running on the same
     # storage: several `ctbench run` processes share one budget instead of each spending it.
-    counted = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)
-    while (n := len(study.get_trials(deepcopy=False, states=counted))) < trials:
+    # Trials of dead workers are failed first and, queued again, are not counted twice.
+    while True:
+        fail_stale_trials(study)
+        if (n := budget_trials(study)) >= trials:
+            break
         study.optimize(objective, n_trials=1)
         if on_trial is not None:
             on_trial(min(n + 1, trials), trials)
@@ -138,9 +202,7 @@ def run_probe(
     t1 = time.perf_counter()
     params = {**study.best_trial.params}
     params = task.suggest(optuna.trial.FixedTrial(params), seed)
-    from .probes import is_stochastic
-
-    seeds = [seed + i for i in range(N_PROBE_SEEDS)] if is_stochastic(params) else [seed]
+    seeds = refit_seeds(task, params, seed)
     X_fit = np.concatenate([train.X, val.X])  # object arrays (dense tasks) concatenate too
     y_fit = np.concatenate([train.y, val.y])
     pred = _quiet(task.fit_predict)(params, X_fit, y_fit, test.X, seeds)

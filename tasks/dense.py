@@ -8,8 +8,9 @@ resampled, reoriented, cropped or padded, and predictions go back to each case's
 - labels onto a grid: :func:`read_labels`, :func:`label_geometry`, :func:`labels_to_grid`
 - predictions back to voxels: :func:`voxel_slabs`, :func:`confusion_counts`, :func:`predict_labels`
 - training: :class:`TokenScaler` (per-channel standardisation from training tokens),
-  :class:`CaseCache` (per-case float32 inputs kept while they fit a memory budget) and
-  :func:`train_head` (the one AdamW loop both heads use, case by case)
+  :class:`CaseCache` (per-case float32 inputs kept while they fit a memory budget),
+  :func:`train_head` (the one AdamW loop both heads use, case by case) and :func:`head_device`
+  (the run's ``--device``, on which both heads train and predict)
 
 Memory stays bounded per case: original volumes are processed in slabs of at most
 ``CHUNK_VALUES`` values, and float32 copies of the training tokens are kept only while they fit
@@ -326,12 +327,25 @@ class CaseCache(Generic[T]):
         return self.kept[i]
 
 
+def head_device(device: str | None) -> torch.device:
+    """The device a dense head trains and predicts on: the run's ``--device`` (``cpu``,
+    ``cuda``, ``cuda:N``); ``auto`` or ``None`` -> CUDA when visible, else CPU. Heads are built
+    on the CPU under their seed and then moved, so their initial weights do not depend on it."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise CTBenchError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
 def train_head(
     model: torch.nn.Module, n_cases: int, case_loss: Callable[[int], torch.Tensor], *,
     lr: float, weight_decay: float, epochs: int, seed: int, batch_cases: int = 4,
 ) -> torch.nn.Module:
     """Train ``model`` with AdamW and a cosine schedule, ``batch_cases`` cases per step (their
-    losses averaged, one case's graph in memory at a time); returns it in eval mode."""
+    losses averaged, one case's graph in memory at a time); returns it in eval mode. The model
+    and the tensors ``case_loss`` uses must already be on one device."""
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max(1, epochs * -(-n_cases // batch_cases))

@@ -8,6 +8,10 @@ and the loss is a smooth-L1 in millimetres (AdamW, four cases per step). Optuna 
 learning rate, weight decay, width and epochs in one search space shared by every model. Cases
 without a target (NaN) are left out by ``usable``.
 
+The head trains and predicts on the run's ``--device`` (``device``; ``auto``: CUDA when visible).
+It is stochastic (random initialisation and case order), so the engine refits it with several
+seeds and this task averages their predicted centres (world mm) per case.
+
 Metrics: mean centre error (mm, the main metric, lower is better) and the hit rates within
 5, 10 and 20 mm.
 """
@@ -24,7 +28,7 @@ from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
 from ctbench.task import ProbeTask
 from ctbench.tasks.dense import (
-    CaseCache, TokenScaler, dense_features, grid_world, normalised_positions, train_head,
+    CaseCache, TokenScaler, dense_features, grid_world, head_device, normalised_positions, train_head,
 )
 from ctbench.types import Features
 
@@ -47,14 +51,16 @@ class AttentionPool(nn.Module):
         return torch.softmax(logits, 0) @ centres
 
 
-def _case(f: Features, scaler: TokenScaler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-    """Head inputs of one case: tokens (N, C), positions (N, 3), centres relative to the grid's
-    mean (N, 3, float32-safe), and that mean (mm)."""
+def _case(f: Features, scaler: TokenScaler, device: torch.device = torch.device("cpu"),
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """Head inputs of one case on ``device``: tokens (N, C), positions (N, 3), centres relative
+    to the grid's mean (N, 3, float32-safe), and that mean (mm, on the host)."""
     toks = scaler(f).reshape(f.tokens.shape[0], -1).T
     world = grid_world(f.token_affine, f.tokens.shape[1:])
     origin = world.mean(0)
     pos = torch.from_numpy(normalised_positions(world))
-    return toks, pos, torch.from_numpy((world - origin).astype(np.float32)), origin
+    centres = torch.from_numpy((world - origin).astype(np.float32))
+    return toks.to(device), pos.to(device), centres.to(device), origin
 
 
 def centre_errors(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -81,14 +87,22 @@ class LocalisationTask(ProbeTask):
     category = "localisation"
     uses_tokens = True
     lower_is_better = frozenset({"centre_error_mm"})
+    run_options: frozenset[str] = frozenset({"device"})  # keywords the runner passes
+    device: str = "auto"  # where the head trains and predicts (see :func:`head_device`)
 
-    def __init__(self, spec, dataset) -> None:
+    def __init__(self, spec, dataset, device: str | None = None) -> None:
         if len(spec.targets) != 3:
             raise CTBenchError(
                 f"task {spec.name!r}: localisation needs three target columns (world x, y, z in "
                 f"mm, RAS), got {list(spec.targets)}; fix the dataset card"
             )
         super().__init__(spec, dataset)
+        self.device = device or "auto"
+
+    def is_stochastic(self, params: dict) -> bool:
+        """Always: a refit with another seed changes the head's initial weights and case
+        order; ``fit_predict`` averages the seeds' centres (the engine's multi-seed refit)."""
+        return True
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         """``(n, 3)`` world RAS mm from the task's three target columns (x, y, z)."""
@@ -108,19 +122,20 @@ class LocalisationTask(ProbeTask):
         }
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        dev = head_device(self.device)
         scaler = TokenScaler(X_train)
-        inputs = CaseCache(X_train, lambda i: _case(X_train[i], scaler))
+        inputs = CaseCache(X_train, lambda i: _case(X_train[i], scaler, dev))
         channels = X_train[0].tokens.shape[0]
-        target = torch.from_numpy(np.asarray(y_train, dtype=np.float64))
+        target = np.asarray(y_train, dtype=np.float64)
         preds = []
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                head = AttentionPool(channels, params["width"])
+                head = AttentionPool(channels, params["width"]).to(dev)
 
             def loss(i: int) -> torch.Tensor:
                 toks, pos, centres, origin = inputs[i]
-                rel = (target[i] - torch.from_numpy(origin)).float()
+                rel = torch.from_numpy(target[i] - origin).float().to(dev)  # float64 difference first
                 return nn.functional.smooth_l1_loss(head(toks, pos, centres), rel, beta=SMOOTH_L1_BETA_MM)
 
             train_head(head, len(X_train), loss, lr=params["lr"], weight_decay=params["weight_decay"],
@@ -128,10 +143,10 @@ class LocalisationTask(ProbeTask):
             with torch.no_grad():
                 out = []
                 for f in X_eval:
-                    toks, pos, centres, origin = _case(f, scaler)
-                    out.append(head(toks, pos, centres).double().numpy() + origin)
+                    toks, pos, centres, origin = _case(f, scaler, dev)
+                    out.append(head(toks, pos, centres).double().cpu().numpy() + origin)
             preds.append(np.stack(out))
-        return np.mean(preds, axis=0)
+        return np.mean(preds, axis=0)  # per case, the mean of the seeds' centres
 
     def metrics(self) -> dict[str, MetricFn]:
         return {"centre_error_mm": mean_centre_error,

@@ -13,7 +13,10 @@ Heads (``probe``), the same search space for every model:
   cases), so its label grid is finer than the tokens but never finer than the data.
 Loss: MONAI ``DiceCELoss`` (softmax Dice + cross-entropy on the soft targets), class-weighted by
 inverse square-root training frequency (capped at 5x the commonest class's weight) against class
-imbalance. One case per optimiser step: a case holds thousands of labelled cells.
+imbalance. One case per optimiser step: a case holds thousands of labelled cells. Heads train and
+predict on the run's ``--device`` (``device``; ``auto``: CUDA when visible). Both are stochastic
+(random initialisation and case order), so the engine refits them with several seeds and this
+task averages the seeds' class probabilities per cell before the argmax.
 
 Predicted class probabilities are interpolated trilinearly from the output grid's world positions
 to every original voxel (``grid_sample`` through the composed affines, slab by slab) and the
@@ -37,8 +40,8 @@ from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
 from ctbench.task import ProbeTask
 from ctbench.tasks.dense import (
-    CaseCache, TokenScaler, confusion_counts, dense_features, label_geometry, labels_to_grid, predict_labels,
-    read_labels, refine_affine, spacing, train_head,
+    CaseCache, TokenScaler, confusion_counts, dense_features, head_device, label_geometry, labels_to_grid,
+    predict_labels, read_labels, refine_affine, spacing, train_head,
 )
 from ctbench.types import Features
 
@@ -236,8 +239,10 @@ class SegmentationTask(ProbeTask):
 
     category = "segmentation"
     uses_tokens = True
+    run_options: frozenset[str] = frozenset({"device"})  # keywords the runner passes
+    device: str = "auto"  # where the head trains and predicts (see :func:`head_device`)
 
-    def __init__(self, spec, dataset) -> None:
+    def __init__(self, spec, dataset, device: str | None = None) -> None:
         if len(spec.targets) != 1:
             raise CTBenchError(f"task {spec.name!r}: segmentation needs one target column holding "
                                f"label-map paths, got {list(spec.targets)}; fix the dataset card")
@@ -247,6 +252,12 @@ class SegmentationTask(ProbeTask):
 
             self.label_names = {k: v for k, v in LABELS.items() if k > 0}
         super().__init__(spec, dataset)
+        self.device = device or "auto"
+
+    def is_stochastic(self, params: dict) -> bool:
+        """Always (linear head and decoder alike): a refit with another seed changes the initial
+        weights and case order; ``fit_predict`` averages the seeds' class probabilities."""
+        return True
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         out = np.empty(len(rows), dtype=object)
@@ -273,21 +284,22 @@ class SegmentationTask(ProbeTask):
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         from monai.losses import DiceCELoss
 
+        dev = head_device(self.device)
         scaler = TokenScaler(X_train)
-        inputs = CaseCache(X_train, lambda i: scaler(X_train[i])[None])
+        inputs = CaseCache(X_train, lambda i: scaler(X_train[i])[None].to(dev))
         factor = 1 if params["probe"] == "linear" else decoder_factor(X_train, y_train)
         targets = [t.on_grid(*_grid(f, factor)) for f, t in zip(X_train, y_train)]
         classes = max(_n_labels(d) for _, d in targets)
         seen = sum(_frequency(d, classes) for _, d in targets)
         for c in np.flatnonzero(seen[1:]) + 1:
             self.label_names.setdefault(int(c), str(c))
-        loss_fn = DiceCELoss(softmax=True, weight=class_weights(targets, classes))
+        loss_fn = DiceCELoss(softmax=True, weight=class_weights(targets, classes)).to(dev)
         channels = X_train[0].tokens.shape[0]
         probs = None
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                head = build_head(params, channels, classes, factor)
+                head = build_head(params, channels, classes, factor).to(dev)
 
             def loss(i: int) -> torch.Tensor:
                 keep, dist = targets[i]
@@ -295,14 +307,14 @@ class SegmentationTask(ProbeTask):
                 if not dist.shape[-1]:  # the grid misses the labelled volume
                     return logits.sum() * 0.0
                 if keep is not None:
-                    logits = logits[0].T[keep].T[None]
-                return loss_fn(logits, _padded(dist, classes))
+                    logits = logits[0].T[keep.to(dev)].T[None]
+                return loss_fn(logits, _padded(dist, classes).to(dev))
 
             train_head(head, len(X_train), loss, lr=params["lr"], weight_decay=params["weight_decay"],
                        epochs=params["epochs"], seed=seed, batch_cases=BATCH_CASES)
             with torch.no_grad():
-                out = [torch.softmax(head(scaler(f)[None])[0], 0).numpy() for f in X_eval]
-            probs = out if probs is None else [a + b for a, b in zip(probs, out)]
+                out = [torch.softmax(head(scaler(f)[None].to(dev))[0], 0).cpu().numpy() for f in X_eval]
+            probs = out if probs is None else [a + b for a, b in zip(probs, out)]  # summed over seeds
         pred = np.empty(len(X_eval), dtype=object)
         for i, (f, p) in enumerate(zip(X_eval, probs)):
             pred[i] = SegPrediction((p / len(seeds)).astype(np.float16), _grid(f, factor)[0])

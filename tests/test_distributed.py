@@ -1,16 +1,22 @@
-"""Scale-out: torchrun-sharded extraction equals a single process, and concurrent `run`
-workers share one Optuna study on one SQLite storage."""
+"""Scale-out: torchrun-sharded extraction equals a single process, concurrent `run` workers
+share one Optuna study on one SQLite storage, and a dead worker's trial does not use up the
+shared budget."""
 
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import numpy as np
+import optuna
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 
+from ctbench.engine import Split
 from ctbench.extract import shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,3 +100,71 @@ def test_two_run_workers_share_one_study(small_phantom, tmp_path):
     results = [json.loads((tmp_path / f"r{i}" / "result.json").read_text()) for i in range(2)]
     assert results[0]["probe"]["best_params"] == results[1]["probe"]["best_params"]
     assert results[0]["metrics"] == results[1]["metrics"]
+
+
+class _ConstantTask:
+    """A minimal probe task for the engine: predicts its one tuned parameter ``c``."""
+
+    main_metric, direction = "neg_abs_error", "maximize"
+
+    def suggest(self, trial, seed):
+        return {"probe": "constant", "c": trial.suggest_float("c", 0.0, 1.0)}
+
+    def fit_predict(self, params, X_train, y_train, X_eval, seeds):
+        return np.full(len(X_eval), params["c"])
+
+    def metrics(self):
+        return {"neg_abs_error": lambda y, p: -float(np.mean(np.abs(y - p)))}
+
+
+def _killed_mid_trial(trial):
+    """A worker killed mid-trial: the trial is left RUNNING with its last heartbeat."""
+    trial.suggest_float("c", 0.0, 1.0)
+    raise SystemExit(137)  # not caught by Optuna, unlike an exception of the objective
+
+
+def test_a_dead_workers_trial_goes_stale_and_does_not_use_up_the_budget(tmp_path, monkeypatch):
+    from ctbench import engine
+
+    monkeypatch.setattr(engine, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(engine, "HEARTBEAT_GRACE_S", 1)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = engine.open_study("shared", url, "maximize", seed=0)
+    with pytest.raises(SystemExit):
+        study.optimize(_killed_mid_trial, n_trials=1)
+    (dead,) = study.trials
+    assert dead.state == TrialState.RUNNING
+    assert engine.budget_trials(study) == 1  # still running as far as anyone can tell
+    time.sleep(2.2)  # > grace period (the database clock has whole seconds)
+
+    split = Split(np.zeros((4, 1)), np.full(4, 0.25), np.arange(4), list("abcd"))
+    study = engine.tune(_ConstantTask(), split, split, trials=3, seed=0, study_name="shared", storage=url)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    assert engine.budget_trials(study) == 3  # three trials ran: the stale one is not counted
+    retry = trials[1]  # queued again with the dead trial's parameters, and run first
+    assert retry.params == dead.params and retry.system_attrs["retry_history"] == [0]
+    assert [t.number for t in trials if t.state == TrialState.COMPLETE] == [1, 2, 3]
+
+
+def test_budget_counts_finished_running_and_unretried_failures():
+    """Without a stale trial the count is unchanged: every finished or running trial (the
+    in-memory default included), a retried stale trial only through its retry."""
+    from optuna.distributions import FloatDistribution
+
+    from ctbench import engine
+
+    study = engine.open_study("memory", None, "maximize", seed=0)
+    dist = {"c": FloatDistribution(0.0, 1.0)}
+    for state, value in ((TrialState.COMPLETE, 0.5), (TrialState.FAIL, None), (TrialState.PRUNED, None)):
+        study.add_trial(optuna.trial.create_trial(state=state, value=value, params={"c": 0.1}, distributions=dist))
+    study.ask(dist)  # running
+    study.enqueue_trial({"c": 0.2})  # waiting: not counted
+    assert engine.budget_trials(study) == 4
+    study.add_trial(optuna.trial.create_trial(  # a retry of trial 1 (FAIL): trial 1 no longer counts
+        state=TrialState.COMPLETE, value=0.4, params={"c": 0.1}, distributions=dist,
+        system_attrs={"failed_trial": 1, "retry_history": [1]}))
+    assert engine.budget_trials(study) == 4
+    engine.fail_stale_trials(study)  # in memory: no heartbeat, nothing changes
+    assert [t.state for t in study.trials][:4] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED,
+                                                   TrialState.RUNNING]

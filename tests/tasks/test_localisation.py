@@ -9,9 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
+import ctbench.engine as engine
+import ctbench.tasks.localisation as loc
 import ctbench.tasks.segmentation as seg
-from ctbench.runner import RunConfig, run
-from ctbench.tasks.localisation import AttentionPool, centre_errors, mean_centre_error
+from ctbench.datasets import open_dataset
+from ctbench.runner import RunConfig, run, task_kwargs
+from ctbench.tasks.localisation import AttentionPool, LocalisationTask, centre_errors, mean_centre_error
+from ctbench.types import Features
 from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, register
 
 CELL_MM = 12.0
@@ -48,6 +52,7 @@ def test_oracle_tokens_localise_within_a_token_and_feed_segmentation_from_the_ca
     assert m["centre_error_mm"]["ci_low"] <= m["centre_error_mm"]["value"] <= m["centre_error_mm"]["ci_high"]
     assert m["hit_rate_20mm"]["value"] == 1.0 and m["hit_rate_10mm"]["value"] >= 0.75
     assert loc["task"]["direction"] == "minimize"
+    assert loc["probe"]["seeds"] == [0, 1, 2]  # a stochastic head: refitted with three seeds
     assert loc["timings"]["cases_extracted"] == n_lesion
     preds = pd.read_csv(path.parent / json.loads(path.read_text())["predictions_file"])
     assert preds["error_mm"].mean() == pytest.approx(m["centre_error_mm"]["value"])
@@ -56,17 +61,20 @@ def test_oracle_tokens_localise_within_a_token_and_feed_segmentation_from_the_ca
     np.testing.assert_allclose(centre_errors(y, p), preds["error_mm"])
 
     monkeypatch.setattr(seg, "HEADS", ("linear",))  # quick: the decoder has its own tests
+    monkeypatch.setattr(engine, "N_PROBE_SEEDS", 1)  # quick: multi-seed refits are tested above
     _, sg = _run(folder, tmp_path / "seg", model, task="segmentation", trials=1, train_fraction=0.5)
+    assert sg["probe"]["seeds"] == [0]
     assert sg["timings"]["cases_extracted"] == 0
     assert sg["timings"]["cases_cached"] == n_lesion
     assert 0.5 < sg["metrics"]["dice_macro"]["value"] <= 1.0  # 12 mm cells: coarse but right
 
 
-def test_random_tokens_stay_near_chance(small_phantom, tmp_path):
+def test_random_tokens_stay_near_chance(small_phantom, tmp_path, monkeypatch):
     """Noise tokens: the head can only learn where lesions tend to lie within the grid (its
     position embedding), many tokens off; that still beats the mean training centre in world
     space, which ignores where each scan's field of view is. Cases without a lesion are left
     out."""
+    monkeypatch.setattr(engine, "N_PROBE_SEEDS", 1)  # quick: one refit
     model = register("test-dense-noise-12mm", DenseNoiseEncoder, CELL_MM)
     path, noise = _run(small_phantom, tmp_path / "noise", model)
     manifest = pd.read_csv(small_phantom / "manifest.csv")
@@ -107,3 +115,64 @@ def test_centre_error_and_hit_rates():
     np.testing.assert_allclose(centre_errors(y, p), [5.0, 9.0, 12.0, 30.0])
     assert mean_centre_error(y, p) == pytest.approx(14.0)
     assert [_hit_rate(r)(y, p) for r in (5, 10, 20)] == [0.25, 0.5, 0.75]
+
+
+def _synthetic_cases(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Random 4-channel tokens on a 3^3 grid; the target is the world centre of the cell where
+    channel 0 peaks."""
+    rng = np.random.default_rng(0)
+    X, y = np.empty(n, dtype=object), np.zeros((n, 3))
+    affine = np.diag([4.0, 5.0, 6.0, 1.0])
+    affine[:3, 3] = [-10.0, 3.0, 7.0]
+    for i in range(n):
+        tokens = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+        X[i] = Features(np.zeros(1), tokens, affine)
+        y[i] = affine[:3, :3] @ np.unravel_index(int(np.argmax(tokens[0])), (3, 3, 3)) + affine[:3, 3]
+    return X, y
+
+
+SYNTHETIC_PARAMS = {"probe": "attention-pool", "lr": 0.01, "weight_decay": 1e-4, "width": 16, "epochs": 10}
+
+
+@pytest.mark.parametrize("run_device, task_device", [("cpu", "cpu"), ("auto", "auto")])
+def test_the_runs_device_reaches_the_task(small_phantom, run_device, task_device):
+    """The runner passes ``--device`` to the dense task (it lists ``device`` in run_options);
+    ``auto`` is not passed and the task keeps its default (CUDA when visible, else CPU)."""
+    dataset = open_dataset(str(small_phantom))
+    spec = dataset.card.task("localisation")
+    cfg = RunConfig(model="test-histogram", task="localisation", device=run_device)
+    kwargs = task_kwargs(LocalisationTask, spec, cfg)
+    assert kwargs == ({"device": "cpu"} if run_device == "cpu" else {})
+    assert LocalisationTask(spec, dataset, **kwargs).device == task_device
+
+
+def test_head_trains_on_the_task_device_and_cpu_results_are_unchanged(monkeypatch):
+    """On the CPU the predictions are those of the head before it took a device (values
+    recorded then); the head's weights are on the task's device while it trains."""
+    seen = []
+    train_head = loc.train_head
+
+    def recording(model, *a, **k):
+        seen.append(next(model.parameters()).device)
+        return train_head(model, *a, **k)
+
+    monkeypatch.setattr(loc, "train_head", recording)
+    X, y = _synthetic_cases()
+    task = LocalisationTask.__new__(LocalisationTask)
+    task.device = "cpu"
+    pred = task.fit_predict(SYNTHETIC_PARAMS, X[:4], y[:4], X[4:], [0])
+    assert seen == [torch.device("cpu")]
+    np.testing.assert_allclose(pred, [[-6.002925, 8.042752, 12.442501], [-6.066551, 8.047817, 12.364658]],
+                               atol=1e-3)
+
+
+def test_multi_seed_refit_averages_the_seeds_centres():
+    """What the engine's multi-seed refit gets for a localisation head: per case, the mean of
+    the centres each seed's head predicts (world mm), so averaging is meaningful here."""
+    X, y = _synthetic_cases()
+    task = LocalisationTask.__new__(LocalisationTask)
+    assert task.device == "auto" and task.is_stochastic(SYNTHETIC_PARAMS)
+    single = [task.fit_predict(SYNTHETIC_PARAMS, X[:4], y[:4], X[4:], [s]) for s in (0, 1)]
+    both = task.fit_predict(SYNTHETIC_PARAMS, X[:4], y[:4], X[4:], [0, 1])
+    assert both.shape == (2, 3) and not np.allclose(single[0], single[1])
+    np.testing.assert_allclose(both, (single[0] + single[1]) / 2, rtol=0, atol=1e-4)

@@ -9,9 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+import ctbench.engine as engine
 import ctbench.tasks.segmentation as seg
-from ctbench.runner import RunConfig, run
-from ctbench.tasks.dense import read_labels
+from ctbench.datasets import open_dataset
+from ctbench.errors import CTBenchError
+from ctbench.runner import RunConfig, run, task_kwargs
+from ctbench.tasks.dense import head_device, read_labels
 from ctbench.types import Features
 from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, register
 
@@ -29,8 +32,10 @@ def test_oracle_tokens_reach_high_dice_on_the_original_voxels(small_phantom, tmp
     """Tokens holding the organ labels of their cells on a rotated 5 mm grid: after the labels
     go onto that grid and the predictions come back to every scan's own (anisotropic,
     reoriented) voxels, Dice > 0.9. The linear head alone keeps this quick (the decoder has its
-    own test below); a fifth of the training patients suffices for a perfect feature."""
+    own test below); a fifth of the training patients suffices for a perfect feature; one refit
+    seed (multi-seed averaging has its own test below)."""
     monkeypatch.setattr(seg, "HEADS", ("linear",))
+    monkeypatch.setattr(engine, "N_PROBE_SEEDS", 1)
     model = register("test-dense-oracle-5mm", DenseOracleEncoder, FINE_MM)
     path, result = _run(small_phantom, tmp_path / "oracle", model, train_fraction=0.2)
     m = result["metrics"]
@@ -60,6 +65,7 @@ def test_random_tokens_stay_near_chance(small_phantom, tmp_path, monkeypatch):
     """Noise tokens on the same kind of grid: nothing to learn, Dice near that of a constant
     (background) prediction, i.e. near 0."""
     monkeypatch.setattr(seg, "HEADS", ("linear",))
+    monkeypatch.setattr(engine, "N_PROBE_SEEDS", 1)
     model = register("test-dense-noise-12mm", DenseNoiseEncoder, COARSE_MM)
     _, result = _run(small_phantom, tmp_path / "noise", model, train_fraction=0.2)
     assert result["metrics"]["dice_macro"]["value"] < 0.15
@@ -145,3 +151,73 @@ def test_dice_metrics_follow_monai_conventions(tmp_path):
     with pytest.raises(ValueError, match="label 5 is absent"):
         seg._dice_of(5)(y, pr)
     np.testing.assert_array_equal(p.labels(t)[0], pred_labels)
+
+
+def _blocky_split(folder, n=6):
+    rng = np.random.default_rng(0)
+    X, y = np.empty(n, dtype=object), np.empty(n, dtype=object)
+    for i in range(n):
+        X[i], y[i] = _blocky_case(folder, f"c{i}", rng)
+    return X, y
+
+
+LINEAR = {"probe": "linear", "lr": 0.01, "weight_decay": 1e-4, "epochs": 10}
+
+
+@pytest.mark.parametrize("run_device, task_device", [("cpu", "cpu"), ("auto", "auto")])
+def test_the_runs_device_reaches_the_task(small_phantom, run_device, task_device):
+    """The runner passes ``--device`` to the dense task (it lists ``device`` in run_options);
+    ``auto`` is not passed and the task keeps its default (CUDA when visible, else CPU)."""
+    dataset = open_dataset(str(small_phantom))
+    spec = dataset.card.task("segmentation")
+    cfg = RunConfig(model="test-histogram", task="segmentation", device=run_device)
+    kwargs = task_kwargs(seg.SegmentationTask, spec, cfg)
+    assert kwargs == ({"device": "cpu"} if run_device == "cpu" else {})
+    assert seg.SegmentationTask(spec, dataset, **kwargs).device == task_device
+
+
+def test_head_device_resolution():
+    assert head_device("cpu") == torch.device("cpu")
+    assert head_device("cuda:1") == torch.device("cuda", 1)
+    visible = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert head_device("auto") == head_device(None) == visible
+    with pytest.raises(CTBenchError, match="unknown device 'tpu0'"):
+        head_device("tpu0")
+
+
+def test_head_trains_on_the_task_device_and_cpu_results_are_unchanged(tmp_path, monkeypatch):
+    """On the CPU the predictions are those of the head before it took a device (values
+    recorded then); the head's weights are on the task's device while it trains."""
+    seen = []
+    train_head = seg.train_head
+
+    def recording(model, *a, **k):
+        seen.append(next(model.parameters()).device)
+        return train_head(model, *a, **k)
+
+    monkeypatch.setattr(seg, "train_head", recording)
+    X, y = _blocky_split(tmp_path)
+    task = seg.SegmentationTask.__new__(seg.SegmentationTask)
+    task.label_names, task.device = {}, "cpu"
+    pred = task.fit_predict(LINEAR, X[:4], y[:4], X[4:], [0])
+    assert seen == [torch.device("cpu")]
+    assert seg.dice_macro(y[4:], pred) == pytest.approx(0.4831467, abs=1e-3)
+    np.testing.assert_allclose(pred[0].probs[:, 0, 0, :2].astype(float),
+                               [[0.2903, 0.5386], [0.5562, 0.3252], [0.1536, 0.136]], atol=2e-3)
+
+
+def test_multi_seed_refit_averages_the_seeds_probabilities(tmp_path):
+    """What the engine's multi-seed refit gets for a segmentation head: per cell, the mean of
+    the class probabilities of each seed's head (one grid per case whatever the seed), scored
+    after the argmax, so averaging is meaningful here."""
+    X, y = _blocky_split(tmp_path)
+    task = seg.SegmentationTask.__new__(seg.SegmentationTask)
+    task.label_names = {}
+    assert task.device == "auto" and task.is_stochastic(LINEAR)
+    single = [task.fit_predict(LINEAR, X[:4], y[:4], X[4:], [s]) for s in (0, 1)]
+    both = task.fit_predict(LINEAR, X[:4], y[:4], X[4:], [0, 1])
+    for case in range(2):
+        a, b = (p[case].probs.astype(np.float32) for p in single)
+        assert not np.allclose(a, b, atol=1e-2)
+        np.testing.assert_allclose(both[case].probs.astype(np.float32), (a + b) / 2, atol=1e-3)
+        np.testing.assert_array_equal(both[case].affine, single[0][case].affine)
