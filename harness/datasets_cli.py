@@ -129,6 +129,8 @@ def phantom_command(
     out: Path = typer.Option(..., "--out", "-o", help="new folder (missing or empty)"),
     patients: int = typer.Option(100, "--patients", "-n", min=3, help="number of patients"),
     seed: int = typer.Option(0, "--seed", min=0, help="seed of anatomy, findings, scans and splits"),
+    resolution: float = typer.Option(1.0, "--resolution", min=0.5, max=4.0,
+                                     help="divides every voxel spacing (2: half the spacing, 8x the voxels)"),
 ) -> None:
     """Write a synthetic phantom dataset of any size or seed into a folder."""
     from .datasets import load_dataset_folder
@@ -137,7 +139,7 @@ def phantom_command(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task_id = bar.add_task("generating phantom", total=None)
-        folder = generate_phantom(out, n_patients=patients, seed=seed,
+        folder = generate_phantom(out, n_patients=patients, seed=seed, resolution=resolution,
                                   progress=lambda done, total: bar.update(task_id, completed=done, total=total))
     ds = load_dataset_folder(folder)
     counts = ds.manifest["split"].value_counts()

@@ -202,3 +202,21 @@ def test_interrupted_generation_leaves_nothing(tmp_path: Path) -> None:
         generate_phantom(tmp_path / "full", n_patients=3)
     with pytest.raises(CTBenchError, match="n_patients"):
         generate_phantom(tmp_path / "tiny", n_patients=2)
+
+
+def test_resolution_halves_the_spacing_and_keeps_the_patients(tmp_path: Path) -> None:
+    a = generate_phantom(tmp_path / "a", n_patients=3, seed=2)
+    b = generate_phantom(tmp_path / "b", n_patients=3, seed=2, resolution=2.0)
+    ma, mb = pd.read_csv(a / "manifest.csv"), pd.read_csv(b / "manifest.csv")
+    # same anatomy, findings, labels and splits; the reports state the same findings (their wording
+    # is drawn after the image noise, so it differs)
+    pd.testing.assert_frame_equal(ma.drop(columns="report"), mb.drop(columns="report"))
+    assert [report_findings(r) for r in ma["report"]] == [report_findings(r) for r in mb["report"]]
+    for image in ma["image"]:
+        ia, ib = nib.load(a / image), nib.load(b / image)
+        assert np.allclose(np.array(ib.header.get_zooms()) * 2, ia.header.get_zooms(), atol=1e-3)
+        assert all(abs(nb - 2 * na) <= 1 for na, nb in zip(ia.shape, ib.shape))
+        assert nib.aff2axcodes(ia.affine) == nib.aff2axcodes(ib.affine)
+    assert "resolution=2" in (b / "dataset.json").read_text()
+    with pytest.raises(CTBenchError, match="resolution"):
+        generate_phantom(tmp_path / "c", n_patients=3, resolution=8.0)
