@@ -13,7 +13,7 @@ import math
 import os
 import re
 import shutil
-import tempfile
+import secrets
 import time as _time
 from pathlib import Path
 from typing import Callable
@@ -319,7 +319,8 @@ def generate_phantom(
     for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by killed runs
         if _time.time() - stale.stat().st_mtime > 6 * 3600:
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    tmp = folder.parent / f".{folder.name}.partial-{secrets.token_hex(8)}"
+    tmp.mkdir()  # not mkdtemp: the dataset gets the umask's permissions, not 0700
     try:
         _write_dataset(tmp, n_patients, seed, progress, resolution)
         if _is_empty_dir(folder):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -25,6 +26,12 @@ from tests.conftest import SMALL_PHANTOM_PATIENTS
 
 CATEGORIES = ("classification", "regression", "survival", "retrieval", "localisation",
               "segmentation", "report-generation")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -54,6 +61,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert fa["manifest.csv"] != fc["manifest.csv"]
     assert fa["images/P0000-s1.nii.gz"] != fc["images/P0000-s1.nii.gz"]
     assert not list(tmp_path.glob(".*partial*"))
+    assert a.stat().st_mode & 0o777 == 0o777 & ~_umask()  # readable by others, like any new folder
 
 
 def test_card_and_manifest_load(small_phantom: Path, manifest: pd.DataFrame) -> None:
