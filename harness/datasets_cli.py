@@ -5,9 +5,11 @@
 - ``ctbench datasets prepare NAME --source DIR [--out DIR] [--seed N] [--strict]``: turn the
   folder you downloaded into a prepared dataset (``manifest.csv`` + ``dataset.json``) for
   ``ctbench run --dataset DIR`` (see :mod:`ctbench.recipes`).
-- ``ctbench datasets phantom --out DIR [--patients N] [--seed N]``: write a phantom of another
-  size or seed (the built-in ``phantom`` is 100 patients, seed 0), e.g. a larger one whose test
-  split gives tighter confidence intervals.
+- ``ctbench datasets phantom --out DIR [--patients N] [--seed N] [--resolution R]``: write a
+  phantom of another size, seed or resolution (the built-in ``phantom`` is 100 patients, seed 0),
+  e.g. a larger one whose test split gives tighter confidence intervals. Its card is named after
+  the arguments (``phantom-n500``, ``phantom-n500-seed3``; see
+  :func:`ctbench.phantom.phantom_name`), so its results get their own folders.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from .errors import CTBenchError
 __all__ = ["app", "dataset_rows", "list_datasets", "prepare_command", "phantom_command"]
 
 app = typer.Typer(add_completion=False, invoke_without_command=True,
-                  help="List datasets and recipes; prepare a downloaded public dataset.")
+                  help="List datasets and recipes; prepare a downloaded public dataset; write a phantom "
+                       "of any size, seed or resolution (`ctbench datasets phantom --out DIR`).")
 console = Console()
 err = Console(stderr=True)
 
@@ -82,7 +85,8 @@ def list_datasets(as_json: bool = False) -> None:
 @app.callback()
 def main(ctx: typer.Context,
          as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List built-in datasets and recipes (with their tasks) when no subcommand is given."""
+    """List built-in datasets and recipes (with their tasks) when no subcommand is given; `prepare`
+    turns a downloaded dataset into a prepared one, `phantom` writes a phantom of any size."""
     if ctx.invoked_subcommand is None:
         list_datasets(as_json)
 
@@ -132,7 +136,10 @@ def phantom_command(
     resolution: float = typer.Option(1.0, "--resolution", min=0.5, max=4.0,
                                      help="divides every voxel spacing (2: half the spacing, 8x the voxels)"),
 ) -> None:
-    """Write a synthetic phantom dataset of any size or seed into a folder."""
+    """Write a synthetic phantom dataset of any size, seed or resolution into a folder.
+
+    Its card is named after the arguments (e.g. phantom-n500-seed3): its results get their own folders.
+    """
     from .datasets import load_dataset_folder
     from .phantom import generate_phantom
 
@@ -143,7 +150,7 @@ def phantom_command(
                                   progress=lambda done, total: bar.update(task_id, completed=done, total=total))
     ds = load_dataset_folder(folder)
     counts = ds.manifest["split"].value_counts()
-    console.print(f"[bold]phantom[/]: {patients} patients, {len(ds.manifest)} scans "
+    console.print(f"[bold]{ds.card.name}[/]: {patients} patients, {len(ds.manifest)} scans "
                   f"(train {counts.get('train', 0)}, val {counts.get('val', 0)}, test {counts.get('test', 0)}) "
                   f"-> {folder}")
     console.print(f"next: ctbench run --model MODEL --task classification --dataset {folder}")

@@ -31,7 +31,7 @@ from .phantom_anatomy import (
 )
 from .splits import make_splits
 
-PHANTOM_VERSION = "2"
+PHANTOM_VERSION = "3"  # 3: report wording drawn apart from the image noise
 DEFAULT_PATIENTS = 100
 REPEAT_FRACTION = 0.2  # share of patients with a second scan
 ORIENTATIONS = ("RAS", "LPS", "LAS", "LPI", "PSR", "SLP")
@@ -200,8 +200,30 @@ def report_findings(text: str) -> dict[str, int]:
     return found
 
 
+def phantom_name(n_patients: int = DEFAULT_PATIENTS, seed: int = 0, resolution: float = 1.0) -> str:
+    """Card name of a phantom: ``phantom`` for the built-in one (100 patients, seed 0, resolution
+    1), else ``phantom`` plus ``-n<patients>``, ``-seed<seed>``, ``-res<resolution>`` for each
+    argument off its default, in that order: ``phantom-n500``, ``phantom-n40-seed3-res2``.
+
+    Results are filed by card name, so phantoms of other arguments never share result folders.
+    """
+    parts = ["phantom"]
+    if n_patients != DEFAULT_PATIENTS:
+        parts.append(f"n{n_patients}")
+    if seed != 0:
+        parts.append(f"seed{seed}")
+    if resolution != 1:
+        parts.append(f"res{resolution:g}")
+    return "-".join(parts)
+
+
+def is_phantom_name(name: str) -> bool:
+    """Whether ``name`` is a card name :func:`phantom_name` gives (any phantom's arguments)."""
+    return re.fullmatch(r"phantom(-n\d+)?(-seed\d+)?(-res[0-9.]+)?", name) is not None
+
+
 def phantom_card(n_patients: int, seed: int, resolution: float = 1.0) -> DatasetCard:
-    """The dataset card of a phantom with the seven task definitions."""
+    """The dataset card of a phantom (named by :func:`phantom_name`) with its seven tasks."""
     labels = ", ".join(f"{k} {v}" for k, v in LABELS.items())
     description = (
         "Synthetic CT-like thorax/upper-abdomen volumes (int16 HU NIfTI) with anisotropic spacing "
@@ -213,7 +235,9 @@ def phantom_card(n_patients: int, seed: int, resolution: float = 1.0) -> Dataset
         f"Mask labels: {labels} (nodules, liver lesions and kidney cysts; pleural fluid is 0). "
         "liver_volume_ml includes lesions; lesion_burden_ml is the total lesion volume; time is "
         "days, event 1 = death, hazard rising with nodule/liver-lesion burden and effusion; "
-        "lesion_x/y/z = world RAS mm centre of the largest lesion (empty where none)."
+        "lesion_x/y/z = world RAS mm centre of the largest lesion (empty where none). "
+        "Name: 'phantom' for 100 patients, seed 0, resolution 1; otherwise 'phantom' plus "
+        "-n<patients>, -seed<seed>, -res<resolution> for each argument off that default."
     )
     tasks = (
         TaskSpec(name="classification", category="classification", targets=FINDINGS,
@@ -236,8 +260,8 @@ def phantom_card(n_patients: int, seed: int, resolution: float = 1.0) -> Dataset
         TaskSpec(name="report-generation", category="report-generation", targets=("report",),
                  main_metric="finding_f1", description="templated radiology report"),
     )
-    return DatasetCard(name="phantom", version=PHANTOM_VERSION, licence="CC0-1.0 (synthetic)",
-                       description=description, tasks=tasks,
+    return DatasetCard(name=phantom_name(n_patients, seed, resolution), version=PHANTOM_VERSION,
+                       licence="CC0-1.0 (synthetic)", description=description, tasks=tasks,
                        source=f"ctbench.phantom.generate_phantom(n_patients={n_patients}, "
                               f"seed={seed}" + (f", resolution={resolution:g})" if resolution != 1 else ")"))
 
@@ -279,7 +303,8 @@ def _write_dataset(
             rows.append({
                 **patient, "case_id": case, "image": f"images/{case}.nii.gz",
                 "mask": f"masks/{case}.nii.gz", "lesion_x": where[0], "lesion_y": where[1],
-                "lesion_z": where[2], "report": _report(p, rng),
+                "lesion_z": where[2],
+                "report": _report(p, np.random.default_rng([seed, 5, i, s])),  # same at any resolution
             })
             done += 1
             if progress is not None:
@@ -305,9 +330,12 @@ def generate_phantom(
     """Write a phantom dataset (images/, masks/, manifest.csv, dataset.json) into ``folder``.
 
     ``resolution`` divides every voxel spacing (2: 1.25-1.75 mm in-plane, about 8x the voxels);
-    anatomy, findings and labels stay the same. ``folder`` must be missing or empty. The data are written into a hidden sibling and renamed
-    into place at the end, so an interrupted run leaves no half dataset. ``progress(done, total)``
-    is called after each scan.
+    the manifest (anatomy, findings, labels, reports, splits) stays the same. The card is named
+    by :func:`phantom_name`: ``phantom`` for the defaults (100 patients, seed 0, resolution 1),
+    else e.g. ``phantom-n500``, ``phantom-n500-seed3``, ``phantom-n40-res2``, so results of
+    another phantom get their own folders. ``folder`` must be missing or empty. The data are
+    written into a hidden sibling and renamed into place at the end, so an interrupted run leaves
+    no half dataset. ``progress(done, total)`` is called after each scan.
     """
     folder = Path(folder).expanduser()
     if n_patients < 3 or seed < 0 or not 0.5 <= resolution <= 4:  # three patients: one per split

@@ -30,7 +30,8 @@ def ctbench_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def small_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 40-patient phantom dataset folder, generated once per test session (read-only)."""
+    """A 40-patient phantom dataset folder, generated once per test session (read-only); its card
+    is named ``phantom-n40`` (see :func:`ctbench.phantom.phantom_name`), not ``phantom``."""
     from ctbench.phantom import generate_phantom
 
     folder = tmp_path_factory.mktemp("phantom") / "phantom"

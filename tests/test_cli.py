@@ -64,7 +64,7 @@ def test_run_prints_metrics_with_ci(monkeypatch, capsys, small_phantom, tmp_path
 def test_datasets_phantom_writes_a_sized_phantom(monkeypatch, capsys, tmp_path):
     code, out, _ = _cli(monkeypatch, capsys, "datasets", "phantom", "--out", str(tmp_path / "p"),
                         "--patients", "5", "--seed", "3")
-    assert code == 0 and "5 patients, 6 scans" in " ".join(out.split())
+    assert code == 0 and "phantom-n5-seed3: 5 patients, 6 scans" in " ".join(out.split())
     manifest = (tmp_path / "p" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 6 and "seed=3" in (tmp_path / "p" / "dataset.json").read_text()
     code, _, err = _cli(monkeypatch, capsys, "datasets", "phantom", "--out", str(tmp_path / "p"))

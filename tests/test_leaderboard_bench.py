@@ -224,5 +224,8 @@ def test_bench_looks_where_the_real_runner_writes_non_default_options(small_phan
     report = bench(["test-histogram"], ["report-generation", "classification"], str(small_phantom),
                    weights="random", runner=runner)  # default root: $CTBENCH_HOME/results, as the runner
     assert [c.status for c in report.cells] == ["skipped", "done"] and report.cells[0].path == written
-    assert report.cells[1].path == result_dir(ctbench_home / "results", "phantom", "classification",
+    from ctbench.datasets import load_dataset_folder
+
+    name = load_dataset_folder(small_phantom).card.name
+    assert report.cells[1].path == result_dir(ctbench_home / "results", name, "classification",
                                               "test-histogram", "random", 0) / "result.json"

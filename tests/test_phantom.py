@@ -20,6 +20,9 @@ from ctbench.phantom import (
     SLICE_MM,
     ensure_phantom,
     generate_phantom,
+    is_phantom_name,
+    phantom_card,
+    phantom_name,
     report_findings,
 )
 from tests.conftest import SMALL_PHANTOM_PATIENTS
@@ -66,7 +69,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 def test_card_and_manifest_load(small_phantom: Path, manifest: pd.DataFrame) -> None:
     ds = load_dataset_folder(small_phantom)
-    assert ds.card.name == "phantom" and ds.card.version == PHANTOM_VERSION
+    assert ds.card.name == f"phantom-n{SMALL_PHANTOM_PATIENTS}" and ds.card.version == PHANTOM_VERSION
     assert ds.card.licence == "CC0-1.0 (synthetic)"
     for name in CATEGORIES:
         assert ds.card.task(name).category == name
@@ -216,15 +219,28 @@ def test_resolution_halves_the_spacing_and_keeps_the_patients(tmp_path: Path) ->
     a = generate_phantom(tmp_path / "a", n_patients=3, seed=2)
     b = generate_phantom(tmp_path / "b", n_patients=3, seed=2, resolution=2.0)
     ma, mb = pd.read_csv(a / "manifest.csv"), pd.read_csv(b / "manifest.csv")
-    # same anatomy, findings, labels and splits; the reports state the same findings (their wording
-    # is drawn after the image noise, so it differs)
-    pd.testing.assert_frame_equal(ma.drop(columns="report"), mb.drop(columns="report"))
-    assert [report_findings(r) for r in ma["report"]] == [report_findings(r) for r in mb["report"]]
+    # same anatomy, findings, labels, splits and report wording (drawn apart from the image noise)
+    pd.testing.assert_frame_equal(ma, mb)
     for image in ma["image"]:
         ia, ib = nib.load(a / image), nib.load(b / image)
         assert np.allclose(np.array(ib.header.get_zooms()) * 2, ia.header.get_zooms(), atol=1e-3)
         assert all(abs(nb - 2 * na) <= 1 for na, nb in zip(ia.shape, ib.shape))
         assert nib.aff2axcodes(ia.affine) == nib.aff2axcodes(ib.affine)
     assert "resolution=2" in (b / "dataset.json").read_text()
+    assert load_dataset_folder(b).card.name == "phantom-n3-seed2-res2"
     with pytest.raises(CTBenchError, match="resolution"):
         generate_phantom(tmp_path / "c", n_patients=3, resolution=8.0)
+
+
+def test_phantoms_of_other_arguments_get_their_own_card_name(tmp_path: Path) -> None:
+    """Results are filed by card name: only the built-in arguments give ``phantom``."""
+    assert phantom_card(100, 0).name == phantom_name() == "phantom"
+    names = {phantom_name(n, s, r) for n in (100, 500) for s in (0, 3) for r in (1.0, 1.5, 2.0)}
+    assert len(names) == 12 and all(is_phantom_name(n) for n in names)
+    assert phantom_name(500) == "phantom-n500" and phantom_name(500, 3) == "phantom-n500-seed3"
+    assert phantom_name(40, 0, 2.0) == "phantom-n40-res2" and phantom_name(100, 0, 1.5) == "phantom-res1.5"
+    assert not any(is_phantom_name(n) for n in ("phantoms", "ct-rate", "phantom-x"))
+    a = generate_phantom(tmp_path / "a", n_patients=3, seed=1)
+    b = generate_phantom(tmp_path / "b", n_patients=4, seed=1)
+    assert load_dataset_folder(a).card.name == "phantom-n3-seed1"
+    assert load_dataset_folder(b).card.name == "phantom-n4-seed1"

@@ -128,17 +128,23 @@ def test_cli_beam_and_device_reach_the_task_and_get_their_own_study_and_folder(
     assert result["task"]["options"]["beam"] == 2 and result["task"]["options"]["llm"] is None
     tag = result["task"]["options_tag"]
     assert tag.startswith("opts") and result["probe"]["study"].endswith(f"|frac1|protocol{PROTOCOL_VERSION}|{tag}")
-    default = result_dir(ctbench_home / "results", "phantom", "report-generation", "test-histogram", "random", 0)
+    from ctbench.datasets import load_dataset_folder
+
+    name = load_dataset_folder(small_phantom).card.name
+    default = result_dir(ctbench_home / "results", name, "report-generation", "test-histogram", "random", 0)
     assert path.parent == default.with_name(f"seed0-{tag}")
     assert json.loads((path.parent / "finding_scores.json").read_text())["options"]["beam"] == 2
 
 
 def test_a_default_run_keeps_its_study_name_and_result_folder(small_phantom, tiny_probe, ctbench_home):
     path, result = run(_cfg(dataset=str(small_phantom), weights="random", trials=1, device="cpu", n_boot=10))
-    assert path == result_dir(ctbench_home / "results", "phantom", "report-generation", "test-histogram",
+    from ctbench.datasets import load_dataset_folder
+
+    name = load_dataset_folder(small_phantom).card.name
+    assert path == result_dir(ctbench_home / "results", name, "report-generation", "test-histogram",
                               "random", 0) / "result.json"
     study = result["probe"]["study"].split("|")
-    assert study[:5] == ["phantom", result["task"]["dataset_version"], "report-generation",
+    assert study[:5] == [name, result["task"]["dataset_version"], "report-generation",
                          result["task"]["version"], "test-histogram"]
     assert study[-3:] == ["seed0", "frac1", f"protocol{PROTOCOL_VERSION}"] and len(study) == 11
     assert result["config"]["task_options"] == {} and result["task"]["options_tag"] is None
