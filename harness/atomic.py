@@ -18,7 +18,7 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW",
 _ATTEMPTS = 100
 
 
-def create_temp_beside(path: Path | str) -> Path:
+def _create_temp_beside(path: Path | str) -> Path:
     """Create a new empty file next to ``path`` (mode ``0o666`` minus the umask) and return it."""
     path = Path(path)
     for _ in range(_ATTEMPTS):
@@ -33,8 +33,14 @@ def create_temp_beside(path: Path | str) -> Path:
 
 
 def _fsync_file(path: Path) -> None:
-    """Flush ``path``'s data to disk (a file is opened read-only; Linux allows fsync on that)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    """Flush ``path``'s data to disk through a read-write handle (Windows flushes only handles
+    with write access; nothing is written). A file the umask left read-only for its owner falls
+    back to a read-only handle, which POSIX ``fsync`` accepts."""
+    cloexec = getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | cloexec)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY | cloexec)
     try:
         os.fsync(fd)
     finally:
@@ -61,7 +67,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     ``path`` atomically (with the permissions a plain ``open()`` would give); on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = create_temp_beside(path)
+    tmp = _create_temp_beside(path)
     try:
         yield tmp
         _fsync_file(tmp)

@@ -2,10 +2,10 @@
 
 Every cell goes through ``ctbench.runner.run``, so features cached by one cell (or an earlier
 run) are reused by the next. A cell whose result file already exists at the path the runner
-would write is skipped unless ``overwrite``; a cell that fails with a user error is recorded and
-the grid goes on. A task run with non-default options (e.g. ``CTBENCH_REPORT_BEAM``) gets the
-runner's ``-opts<hash>`` folder suffix, so it neither replaces nor is skipped against a
-default-options result.
+would write, for the same training fraction, split hash and dataset version, is skipped unless
+``overwrite``; a cell that fails with a user error is recorded and the grid goes on. A task
+run with non-default options (e.g. ``CTBENCH_REPORT_BEAM``) gets the runner's ``-opts<hash>``
+folder suffix, so it neither replaces nor is skipped against a default-options result.
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ def task_options_tag(dataset: Dataset, cfg: RunConfig) -> str | None:
     return options_tag(task_cls(spec, dataset, **task_kwargs(task_cls, spec, dataclasses.replace(cfg, device="auto"))))
 
 
-def _already_done(path: Path, train_fraction: float) -> bool:
-    """True when ``path`` holds a valid result for the same training fraction."""
+def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_version: str) -> bool:
+    """True when ``path`` holds a valid result for the same training fraction, split hash and
+    dataset version: a result of another dataset folder with the same name, of an older
+    version or of other splits is not the result this cell would write."""
     if not path.is_file():
         return False
     from ctbench.leaderboards.schema import read_result
@@ -112,7 +114,8 @@ def _already_done(path: Path, train_fraction: float) -> bool:
         existing = read_result(path)
     except CTBenchError:
         return False  # unreadable or foreign: run the cell again and replace it
-    return existing.config.train_fraction == train_fraction
+    return (existing.config.train_fraction == train_fraction and existing.split.hash == split_hash
+            and existing.task.dataset_version == dataset_version)
 
 
 def bench(
@@ -136,9 +139,10 @@ def bench(
     """Run every (model, task) of the grid into ``out`` (default ``$CTBENCH_HOME/results``).
 
     ``tasks`` may be ``"all"`` (every task of the dataset). Results land at
-    ``result_dir(out, dataset, task, model, weights_tag, seed, train_fraction)`` (with the
-    runner's ``-opts<hash>`` suffix for non-default task options), which is also where existing
-    results are looked for.
+    ``result_dir(out, dataset, task, model, weights_tag, seed, train_fraction, opts)`` (``opts``:
+    the runner's ``opts<hash>`` for non-default task options), which is also where existing
+    results are looked for; one counts as done only for the same training fraction, split hash
+    and dataset version.
     """
     from .datasets import open_dataset
     from .runner import RunConfig
@@ -155,7 +159,7 @@ def bench(
     root = Path(out).expanduser() if out else home() / "results"
     emit = progress or (lambda event: None)
     grid = [(m, t) for m in models for t in names]
-    report, tags = BenchReport(), {}
+    report, tags, split = BenchReport(), {}, ds.split_hash()
     opts: dict[str, str | None | CTBenchError] = {}
     for name in names:  # per task, as the runner will see it; an error fails that task's cells only
         try:
@@ -166,8 +170,8 @@ def bench(
         emit(BenchEvent("start", i, len(grid), model, task))
         on_stage = _stage_reporter(emit, i, len(grid), model, task)
         started = time.perf_counter()
-        cell = _run_cell(dataclasses.replace(base, model=model, task=task), root, ds.card.name, overwrite,
-                         tags, opts[task], runner or default_runner, on_stage)
+        cell = _run_cell(dataclasses.replace(base, model=model, task=task), root, ds, overwrite,
+                         tags, opts[task], runner or default_runner, on_stage, split)
         cell.seconds = time.perf_counter() - started
         report.cells.append(cell)
         emit(BenchEvent("end", i, len(grid), model, task, status=cell.status))
@@ -184,15 +188,14 @@ def result_file(cfg: RunConfig, root: Path, dataset_name: str, tag: str, opts: s
     """Where the grid puts (and looks for) the result of ``cfg``; ``opts`` (from
     :func:`task_options_tag`) suffixes the folder as the runner does, e.g. ``seed0-opts1a2b3c4d``."""
     model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
-    folder = result_dir(root, dataset_name, cfg.task, model_tag, tag, cfg.seed, cfg.train_fraction)
-    if opts:
-        folder = folder.with_name(f"{folder.name}-{opts}")
-    return folder / RESULT_FILE
+    return result_dir(root, dataset_name, cfg.task, model_tag, tag, cfg.seed, cfg.train_fraction, opts) / RESULT_FILE
 
 
-def _run_cell(cfg: RunConfig, root: Path, dataset_name: str, overwrite: bool, tags: dict[str, str | CTBenchError],
-              opts: str | None | CTBenchError, runner: Callable, on_stage: Callable[[str, int, int], None]) -> Cell:
-    """One cell: find where its result goes, skip it if present, otherwise run it."""
+def _run_cell(cfg: RunConfig, root: Path, ds: Dataset, overwrite: bool, tags: dict[str, str | CTBenchError],
+              opts: str | None | CTBenchError, runner: Callable, on_stage: Callable[[str, int, int], None],
+              split: str) -> Cell:
+    """One cell: find where its result goes, skip it if a result of this dataset (``split``: its
+    split hash) is there, otherwise run it."""
     try:
         if cfg.model not in tags:
             try:
@@ -204,8 +207,8 @@ def _run_cell(cfg: RunConfig, root: Path, dataset_name: str, overwrite: bool, ta
             raise tag
         if isinstance(opts, CTBenchError):
             raise opts
-        path = result_file(cfg, root, dataset_name, tag, opts)
-        if not overwrite and _already_done(path, cfg.train_fraction):
+        path = result_file(cfg, root, ds.card.name, tag, opts)
+        if not overwrite and _already_done(path, cfg.train_fraction, split, ds.card.version):
             return Cell(cfg.model, cfg.task, "skipped", path)
         written, result = runner(dataclasses.replace(cfg, out=str(path.parent)), progress=on_stage)
     except CTBenchError as e:
@@ -221,7 +224,7 @@ def bench_command(
     weights: str = typer.Option("auto", "--weights", "-w", help="auto | random | PATH (same for every model)"),
     trials: int = typer.Option(20, "--trials", min=1, help="Optuna trials (same for every model)"),
     seed: int = typer.Option(0, "--seed", help="seed of tuning sampler, probes and bootstrap"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (encoders and task heads)"),
     out: Optional[str] = typer.Option(None, "--out", help="results root (default $CTBENCH_HOME/results)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="re-run cells whose result already exists"),
     variant: Optional[str] = typer.Option(None, "--variant", help="model size variant, e.g. tiny (tests)"),

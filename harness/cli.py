@@ -90,7 +90,8 @@ def run(
     trials: int = typer.Option(20, "--trials", min=1, help="Optuna trials (same for every model)"),
     seed: int = typer.Option(0, "--seed", help="seed of splits' tuning sampler, probes and bootstrap"),
     device: str = typer.Option("auto", "--device",
-                               help="auto | cpu | cuda (the encoder, and the report-generation probe)"),
+                               help="auto | cpu | cuda | cuda:N (the encoder, and the report-generation, "
+                                    "localisation and segmentation heads)"),
     out: Optional[str] = typer.Option(None, "--out", help="result folder (default under $CTBENCH_HOME/results)"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first failing case"),
     variant: Optional[str] = typer.Option(None, "--variant", help="model size variant, e.g. tiny (tests)"),
@@ -138,10 +139,11 @@ def extract(
     from . import distributed
     from .datasets import open_dataset
     from .extract import extract as run_extract, shard
-    from .runner import build_encoder, pick_device
+    from .devices import resolve_device
+    from .runner import build_encoder
 
     rank = distributed.current()
-    dev = distributed.rank_device(pick_device(device), rank)
+    dev = distributed.rank_device(resolve_device(device), rank)
     distributed.init(dev)
     try:
         # rank 0 prepares a built-in dataset first so ranks never generate it concurrently

@@ -8,7 +8,10 @@ the run's seed alone.
 Shared studies: on a database storage every trial sends a heartbeat; a trial whose worker died
 (no heartbeat for ``HEARTBEAT_GRACE_S``) is failed and queued again with the same parameters, so
 it does not use up the trial budget (:func:`budget_trials`); after ``STALE_RETRIES`` retries it
-counts as a failed trial. In-memory studies (no storage) have no heartbeat.
+counts as a failed trial. The dead worker's trial is reclaimed only once ``HEARTBEAT_GRACE_S``
+(10 minutes) has passed since its last heartbeat: until then it still counts towards the budget
+as a running trial, so a worker that resumes the study sooner may end it with that trial never
+completed. In-memory studies (no storage) have no heartbeat.
 """
 
 from __future__ import annotations

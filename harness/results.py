@@ -16,10 +16,12 @@ PREDICTIONS_FILE = "predictions.csv"
 
 
 def result_dir(
-    root: Path, dataset: str, task: str, model: str, weights_tag: str, seed: int, train_fraction: float = 1.0
+    root: Path, dataset: str, task: str, model: str, weights_tag: str, seed: int, train_fraction: float = 1.0,
+    opts: str | None = None,
 ) -> Path:
-    """``<root>/<dataset>/<task>/<model>/<weights>/seed<S>[-frac<F>]``: one folder per result."""
-    leaf = f"seed{seed}" + (f"-frac{train_fraction:g}" if train_fraction != 1 else "")
+    """``<root>/<dataset>/<task>/<model>/<weights>/seed<S>[-frac<F>][-<opts>]``: one folder per
+    result; ``opts`` is the run's options tag (``opts<8 hex>``, ``None`` for default options)."""
+    leaf = f"seed{seed}" + (f"-frac{train_fraction:g}" if train_fraction != 1 else "") + (f"-{opts}" if opts else "")
     return Path(root) / dataset / task / model / weights_tag / leaf
 
 

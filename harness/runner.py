@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets import Dataset, TaskSpec, open_dataset
+from .devices import resolve_device
 from .engine import Split, run_probe
 from .errors import CTBenchError
 from .extract import extract
@@ -55,16 +56,9 @@ class RunConfig:
 
 
 def pick_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CTBenchError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise CTBenchError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
+    """The run's ``--device`` resolved (``auto`` -> ``cuda`` when a GPU is visible, else
+    ``cpu``): :func:`ctbench.devices.resolve_device`, kept under this name for callers."""
+    return resolve_device(device)
 
 
 def build_encoder(name: str, weights: str, device: str, variant: str | None):
@@ -91,7 +85,7 @@ def task_kwargs(task_cls: type, spec: TaskSpec, cfg: RunConfig) -> dict[str, Any
                                f"{spec.name!r} is a {spec.category} task")
         kwargs[key] = value
     if "device" in taken and cfg.device != "auto":
-        kwargs["device"] = pick_device(cfg.device)
+        kwargs["device"] = resolve_device(cfg.device)
     return kwargs
 
 
@@ -219,7 +213,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     task = task_cls(spec, dataset, **task_kwargs(task_cls, spec, cfg))
     if isinstance(task, EvalTask) and cfg.train_fraction != 1:
         raise CTBenchError(f"task {spec.name!r} trains nothing; --train-fraction does not apply")
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     opts = options_tag(task)
     encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant)
 
@@ -240,9 +234,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
 
     weights_tag = "random" if encoder.weights_ref.is_random else wsha[:12]
     folder = Path(cfg.out) if cfg.out else result_dir(
-        home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed, cfg.train_fraction)
-    if opts and not cfg.out:
-        folder = folder.with_name(f"{folder.name}-{opts}")  # e.g. seed0-opts1a2b3c4d
+        home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed, cfg.train_fraction,
+        opts)  # non-default task options: e.g. seed0-opts1a2b3c4d
     artifacts = scored.artifacts(folder) if scored.artifacts else []
     result = {
         "ctbench_version": ctbench_version(),

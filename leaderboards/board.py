@@ -1,9 +1,10 @@
 """Assemble a leaderboard from result files: tables with tie-aware ranks, mean ranks, curves.
 
-Results are ranked together only when they share dataset, task, task version, split hash and
-protocol version. A task whose results span several of these gets one table each (never one
-mixed ranking); the table with the most models (then the newest) counts towards mean ranks and
-the others carry a note saying why they stand apart.
+Results are ranked together only when they share dataset, task, task version, split hash,
+protocol version and task options (``task.options_tag``: a run with non-default options, e.g.
+``--beam 2``, trained another probe). A task whose results span several of these gets one table
+each (never one mixed ranking); the table with default options, then the most models, then the
+newest counts towards mean ranks and the others carry a note saying why they stand apart.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Row:
 
 @dataclass
 class Table:
-    """One ranked table: results sharing dataset, task, version, split hash and protocol."""
+    """One ranked table: results sharing dataset, task, version, split hash, protocol and task
+    options (``options_tag`` None: the task's default options)."""
 
     dataset: str
     task: str
@@ -76,15 +78,18 @@ class Table:
     notes: list[str] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     km: list[tuple[str, str]] = field(default_factory=list)  # (row label, file path)
+    options_tag: str | None = None
+    options: dict[str, Any] | None = None  # the task options of these results, as recorded
 
     @property
     def slug(self) -> str:
-        base = f"{self.dataset}--{self.task}"
+        base = f"{self.dataset}--{self.task}" + (f"--{self.options_tag}" if self.options_tag else "")
         return base if self.primary else f"{base}--v{self.version}-{self.split_hash[:8]}-p{self.protocol_version}"
 
     @property
     def title(self) -> str:
-        return f"{self.dataset} / {self.task}"
+        """``dataset / task``, with `` [opts<hash>]`` for non-default task options."""
+        return f"{self.dataset} / {self.task}" + (f" [{self.options_tag}]" if self.options_tag else "")
 
 
 @dataclass
@@ -95,7 +100,13 @@ class Curve:
     task: str
     main_metric: str
     series: dict[str, list[dict[str, float | None]]]
-    slug: str = ""  # the slug of the table on the same task, version, split and protocol
+    slug: str = ""  # the slug of the table on the same task, version, split, protocol and options
+    options_tag: str | None = None
+
+    @property
+    def title(self) -> str:
+        """``dataset / task``, with `` [opts<hash>]`` for non-default task options."""
+        return f"{self.dataset} / {self.task}" + (f" [{self.options_tag}]" if self.options_tag else "")
 
 
 @dataclass
@@ -133,7 +144,8 @@ def build_board(source: Path | str | list[Entry], n_boot: int = 1000, seed: int 
             curves[key] = curve
     _mark_primary(list(tables.values()))
     for key, curve in curves.items():
-        curve.slug = tables[key].slug if key in tables else f"{key[0]}--{key[1]}--{key[3][:8]}-fractions"
+        opts = f"--{key[5]}" if key[5] else ""
+        curve.slug = tables[key].slug if key in tables else f"{key[0]}--{key[1]}{opts}--{key[3][:8]}-fractions"
     tables, curves = list(tables.values()), list(curves.values())
     ranks = mean_ranks([(r.label, t.category, r.rank) for t in tables if t.primary for r in t.rows])
     return Board(tables, ranks, curves, _provenance(entries, n_boot, seed))
@@ -205,7 +217,8 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
           for path in [_km_file(es[0].folder)] if path is not None]
     return Table(info.dataset, info.name, info.version, info.category, info.main_metric, info.direction,
                  first.split.hash, first.protocol_version, rows, metric_names, tested, n_cases, n_patients,
-                 n_boot, notes=notes, comparisons=comparisons, km=km)
+                 n_boot, notes=notes, comparisons=comparisons, km=km, options_tag=info.options_tag,
+                 options=info.options)
 
 
 def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
@@ -276,14 +289,15 @@ def _mark_primary(tables: list[Table]) -> None:
         if len(same) == 1:
             continue
         newest = lambda t: max(r.provenance["created"] for r in t.rows)  # noqa: E731
-        same.sort(key=lambda t: (len(t.rows), newest(t)), reverse=True)
+        same.sort(key=lambda t: (t.options_tag is None, len(t.rows), newest(t)), reverse=True)
         head = same[0]
         for t in same[1:]:
             t.primary = False
             t.notes.append(
-                f"not ranked with the main {t.title} table (task version {head.version}, split "
-                f"{head.split_hash[:12]}, protocol {head.protocol_version}): results on another task "
-                f"version, split or protocol are not comparable; excluded from mean ranks"
+                f"not ranked with the main {head.title} table (task version {head.version}, split "
+                f"{head.split_hash[:12]}, protocol {head.protocol_version}, "
+                f"{head.options_tag or 'default'} task options): results on another task version, split, "
+                f"protocol or task options are not comparable; excluded from mean ranks"
             )
 
 
@@ -298,7 +312,7 @@ def _curve(entries: list[Entry], labels: dict) -> Curve | None:
     for (label, frac), es in sorted(cells.items()):
         c = _metric_cell(es, info.main_metric)
         series[label].append({"fraction": frac, "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high})
-    return Curve(info.dataset, info.name, info.main_metric, dict(series))
+    return Curve(info.dataset, info.name, info.main_metric, dict(series), options_tag=info.options_tag)
 
 
 def _provenance(entries: list[Entry], n_boot: int, seed: int) -> dict[str, Any]:

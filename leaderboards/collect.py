@@ -13,8 +13,9 @@ from ctbench.results import RESULT_FILE
 
 from .schema import ResultFile, read_result
 
-#: Results that may be ranked together share all of these.
-BoardKey = tuple[str, str, str, str, str]  # dataset, task, task version, split hash, protocol
+#: Results that may be ranked together share all of these: dataset, task, task version, split
+#: hash, protocol and task-options tag ("" for default options; other options = another probe).
+BoardKey = tuple[str, str, str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class Entry:
     @property
     def board_key(self) -> BoardKey:
         r = self.result
-        return (r.task.dataset, r.task.name, r.task.version, r.split.hash, r.protocol_version)
+        return (r.task.dataset, r.task.name, r.task.version, r.split.hash, r.protocol_version,
+                r.task.options_tag or "")
 
     @property
     def train_fraction(self) -> float:

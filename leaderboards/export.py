@@ -23,7 +23,8 @@ def rows_frame(board: Board) -> pd.DataFrame:
         for r in t.rows:
             rec = {
                 "dataset": t.dataset, "task": t.task, "task_version": t.version, "category": t.category,
-                "split_hash": t.split_hash, "protocol_version": t.protocol_version, "primary": t.primary,
+                "split_hash": t.split_hash, "protocol_version": t.protocol_version,
+                "options_tag": t.options_tag, "primary": t.primary,
                 "model": r.label, "model_tag": r.model, "weights_sha256": r.weights_sha256,
                 "random_init": r.random_init, "contaminated": r.contaminated, "seeds": " ".join(map(str, r.seeds)),
                 "rank": r.rank, "tie_size": r.tie_size, "tested": t.tested, "main_metric": t.main_metric,

@@ -59,6 +59,7 @@ def caption(table: Table) -> str:
     return (
         f"main metric {table.main_metric} ({direction_text(table.direction)}); category {table.category}; "
         f"task version {table.version}; split {table.split_hash[:12]}; protocol {table.protocol_version}; "
+        + (f"task options {table.options_tag}; " if table.options_tag else "") +
         f"{table.n_cases} test cases from {table.n_patients} patients; ties: {test}"
     )
 

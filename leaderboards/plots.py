@@ -107,7 +107,7 @@ def efficiency(curve: Curve) -> bytes:
     ax.minorticks_off()
     ax.set_xlabel("training fraction")
     ax.set_ylabel(curve.main_metric)
-    ax.set_title(f"Label efficiency: {curve.dataset} / {curve.task}")
+    ax.set_title(f"Label efficiency: {curve.title}")
     ax.legend(fontsize=8)
     return _png(fig)
 

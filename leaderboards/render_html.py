@@ -131,7 +131,7 @@ def board_html(board: Board, figs: dict[str, bytes] | None = None) -> str:
     body = ["<h1>ctbench leaderboard</h1>", overview(board, figs)]
     body += [task_section(t, figs) for t in board.tables]
     tabled = {t.slug for t in board.tables}
-    body += [f"<h2>Label efficiency: {escape(c.dataset)} / {escape(c.task)}</h2>{img(figs[f'curve:{c.slug}'], c.slug)}"
+    body += [f"<h2>Label efficiency: {escape(c.title)}</h2>{img(figs[f'curve:{c.slug}'], c.slug)}"
              for c in board.curves if c.slug not in tabled]
     body.append(footer(board))
     return page("ctbench leaderboard", "".join(body))

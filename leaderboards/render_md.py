@@ -49,7 +49,7 @@ def markdown(board: Board, images: dict[str, str]) -> str:
     tabled = {t.slug for t in board.tables}
     for c in board.curves:
         if c.slug not in tabled:
-            out += [f"## Label efficiency: {c.dataset} / {c.task}", "", f"![curve]({images[f'curve:{c.slug}']})", ""]
+            out += [f"## Label efficiency: {c.title}", "", f"![curve]({images[f'curve:{c.slug}']})", ""]
     out += ["---", "", *[f"{line}  " for line in fmt.footer_lines(board)], ""]
     return "\n".join(out)
 

@@ -82,6 +82,8 @@ class TaskInfo(_Open):
     dataset_version: str | None = None
     kind: str | None = None
     horizons: tuple[float, ...] = ()
+    options: dict[str, Any] | None = None  # task settings that change the probe (tasks with options)
+    options_tag: str | None = None  # ``opts<8 hex>`` of non-default options, None for defaults
 
 
 class SplitInfo(_Open):

@@ -132,17 +132,20 @@ class ClassificationTask(ProbeTask):
         return list(self.spec.targets)[:n]
 
     def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
-        """List the labels left out of the test set's macro averages (one class only), if any."""
-        if self.kind == "binary":
-            return []
-        y2 = one_hot(y, pred.shape[1]) if self.kind == "multiclass" else np.asarray(y)
-        skipped = [name for name, ok in zip(self.label_names(y2.shape[1]), defined_labels(y2)) if not ok]
+        """List the labels left out of the test set's macro averages (one class only), if any;
+        otherwise remove such a list left in ``folder`` by an earlier run."""
+        path = Path(folder) / UNDEFINED_LABELS_FILE
+        skipped = []  # binary metrics skip nothing (NaN where the set holds one class)
+        if self.kind != "binary":
+            y2 = one_hot(y, pred.shape[1]) if self.kind == "multiclass" else np.asarray(y)
+            skipped = [name for name, ok in zip(self.label_names(y2.shape[1]), defined_labels(y2)) if not ok]
         if not skipped:
+            path.unlink(missing_ok=True)  # a rerun into the same folder: no stale list survives
             return []
         record = {"undefined_on_test": skipped, "metrics": list(MACRO_OVER_DEFINED),
                   "reason": "one class only in the test set; left out of these macro averages "
                             "(bootstrap resamples skip labels undefined on them the same way)"}
-        atomic_write_text(Path(folder) / UNDEFINED_LABELS_FILE, json.dumps(record, indent=2))
+        atomic_write_text(path, json.dumps(record, indent=2))
         return [UNDEFINED_LABELS_FILE]
 
     def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

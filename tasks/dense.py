@@ -9,8 +9,9 @@ resampled, reoriented, cropped or padded, and predictions go back to each case's
 - predictions back to voxels: :func:`voxel_slabs`, :func:`confusion_counts`, :func:`predict_labels`
 - training: :class:`TokenScaler` (per-channel standardisation from training tokens),
   :class:`CaseCache` (per-case float32 inputs kept while they fit a memory budget),
-  :func:`train_head` (the one AdamW loop both heads use, case by case) and :func:`head_device`
-  (the run's ``--device``, on which both heads train and predict)
+  :func:`train_head` (the one AdamW loop both heads use, case by case)
+- the tasks' shared base: :class:`DenseTask` (token-grid inputs, the run's ``--device`` on which
+  both heads train and predict, multi-seed refits)
 
 Memory stays bounded per case: original volumes are processed in slabs of at most
 ``CHUNK_VALUES`` values, and float32 copies of the training tokens are kept only while they fit
@@ -25,7 +26,10 @@ from typing import Callable, Generic, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
+from ctbench.datasets import Dataset, TaskSpec
+from ctbench.devices import check_device_name, resolve_device
 from ctbench.errors import CTBenchError
+from ctbench.task import ProbeTask
 from ctbench.types import Features
 
 T = TypeVar("T")
@@ -327,16 +331,32 @@ class CaseCache(Generic[T]):
         return self.kept[i]
 
 
-def head_device(device: str | None) -> torch.device:
-    """The device a dense head trains and predicts on: the run's ``--device`` (``cpu``,
-    ``cuda``, ``cuda:N``); ``auto`` or ``None`` -> CUDA when visible, else CPU. Heads are built
-    on the CPU under their seed and then moved, so their initial weights do not depend on it."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise CTBenchError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+class DenseTask(ProbeTask):
+    """What the dense tasks (localisation, segmentation) share: token-grid inputs, the run's
+    ``--device`` as a constructor keyword (validated at once, resolved by :meth:`head_device`
+    when a head trains) and stochastic heads, which the engine refits with several seeds."""
+
+    uses_tokens = True
+    run_options: frozenset[str] = frozenset({"device"})  # keywords the runner passes
+    device: str = "auto"  # where the head trains and predicts (see :meth:`head_device`)
+
+    def __init__(self, spec: TaskSpec, dataset: Dataset, device: str | None = None) -> None:
+        super().__init__(spec, dataset)
+        self.device = check_device_name(device)
+
+    def is_stochastic(self, params: dict) -> bool:
+        """Always: a refit with another seed changes the head's initial weights and case order;
+        ``fit_predict`` averages the seeds' predictions (the engine's multi-seed refit)."""
+        return True
+
+    def inputs(self, feats: list[Features]) -> np.ndarray:
+        return dense_features(feats, self.spec.name)
+
+    def head_device(self) -> torch.device:
+        """The device the head trains and predicts on: :attr:`device` through
+        :func:`ctbench.devices.resolve_device` (``auto``: CUDA when visible, else CPU). Heads are
+        built on the CPU under their seed and then moved, so their initial weights do not depend on it."""
+        return torch.device(resolve_device(self.device))
 
 
 def train_head(

@@ -26,10 +26,7 @@ from torch import nn
 from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
-from ctbench.task import ProbeTask
-from ctbench.tasks.dense import (
-    CaseCache, TokenScaler, dense_features, grid_world, head_device, normalised_positions, train_head,
-)
+from ctbench.tasks.dense import CaseCache, DenseTask, TokenScaler, grid_world, normalised_positions, train_head
 from ctbench.types import Features
 
 HIT_RADII_MM = (5, 10, 20)
@@ -81,14 +78,11 @@ def mean_centre_error(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 @register_task("localisation")
-class LocalisationTask(ProbeTask):
+class LocalisationTask(DenseTask):
     """World-space point localisation from token grids (attention-pooled coordinate regressor)."""
 
     category = "localisation"
-    uses_tokens = True
     lower_is_better = frozenset({"centre_error_mm"})
-    run_options: frozenset[str] = frozenset({"device"})  # keywords the runner passes
-    device: str = "auto"  # where the head trains and predicts (see :func:`head_device`)
 
     def __init__(self, spec, dataset, device: str | None = None) -> None:
         if len(spec.targets) != 3:
@@ -96,20 +90,11 @@ class LocalisationTask(ProbeTask):
                 f"task {spec.name!r}: localisation needs three target columns (world x, y, z in "
                 f"mm, RAS), got {list(spec.targets)}; fix the dataset card"
             )
-        super().__init__(spec, dataset)
-        self.device = device or "auto"
-
-    def is_stochastic(self, params: dict) -> bool:
-        """Always: a refit with another seed changes the head's initial weights and case
-        order; ``fit_predict`` averages the seeds' centres (the engine's multi-seed refit)."""
-        return True
+        super().__init__(spec, dataset, device)
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         """``(n, 3)`` world RAS mm from the task's three target columns (x, y, z)."""
         return rows[list(self.spec.targets)].to_numpy(dtype=np.float64)
-
-    def inputs(self, feats: list[Features]) -> np.ndarray:
-        return dense_features(feats, self.spec.name)
 
     def suggest(self, trial, seed: int) -> dict:
         """The shared search space (same for every model)."""
@@ -122,7 +107,7 @@ class LocalisationTask(ProbeTask):
         }
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
-        dev = head_device(self.device)
+        dev = self.head_device()
         scaler = TokenScaler(X_train)
         inputs = CaseCache(X_train, lambda i: _case(X_train[i], scaler, dev))
         channels = X_train[0].tokens.shape[0]

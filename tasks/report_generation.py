@@ -20,9 +20,10 @@ Protocol notes:
 - Options (constructor, i.e. ``ctbench run --llm/--beam/--device``, else environment):
   ``llm`` / ``CTBENCH_REPORT_LLM`` = folder of a local Hugging Face causal LM (needs
   ``transformers``); ``beam`` / ``CTBENCH_REPORT_BEAM``; ``device`` / ``CTBENCH_REPORT_DEVICE``
-  (``auto``: CUDA when visible). ``llm`` and ``beam`` change the probe, so they are part of
-  :meth:`ReportGenerationTask.options` (and of the run's study name and result folder when they
-  differ from :data:`OPTION_DEFAULTS`); the device is not.
+  (``auto``: CUDA when visible; checked by :func:`ctbench.devices.resolve_device`). ``llm`` and
+  ``beam`` change the probe, so they are part of :meth:`ReportGenerationTask.options` (and of the
+  run's study name and result folder when they differ from :data:`OPTION_DEFAULTS`); the device
+  is not.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 
 from ctbench.atomic import atomic_write_text
 from ctbench.bootstrap import MetricFn
+from ctbench.devices import check_device_name, resolve_device
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
 from ctbench.task import ProbeTask
@@ -121,7 +123,9 @@ class ReportGenerationTask(ProbeTask):
             raise CTBenchError(f"{ENV_BEAM} must be a whole number >= 1") from None
         if self.beam < 1:
             raise CTBenchError(f"beam width must be >= 1, got {self.beam}")
-        self.device = device or os.environ.get(ENV_DEVICE) or "auto"
+        # where the device setting came from, for error messages: the run's flag or the environment
+        self._device_source = "--device" if device else ENV_DEVICE
+        self.device = check_device_name(device or os.environ.get(ENV_DEVICE) or "auto", self._device_source)
         self._lm = None
         if self.llm:
             check_llm_path(self.llm)
@@ -163,9 +167,10 @@ class ReportGenerationTask(ProbeTask):
         }
 
     def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        """Where the probe trains and decodes: :attr:`device` through
+        :func:`ctbench.devices.resolve_device` (``auto``: CUDA when visible, else CPU; CUDA
+        without a GPU is a one-line error naming the flag or environment variable)."""
+        return torch.device(resolve_device(self.device, getattr(self, "_device_source", "--device")))
 
     def _build(self, params: dict, emb_dim: int, token_dim: int | None, y_train: np.ndarray):
         width, depth = int(params["width"]), int(params["depth"])

@@ -38,10 +38,9 @@ from torch import nn
 from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
-from ctbench.task import ProbeTask
 from ctbench.tasks.dense import (
-    CaseCache, TokenScaler, confusion_counts, dense_features, head_device, label_geometry, labels_to_grid,
-    predict_labels, read_labels, refine_affine, spacing, train_head,
+    CaseCache, DenseTask, TokenScaler, confusion_counts, label_geometry, labels_to_grid, predict_labels, read_labels,
+    refine_affine, spacing, train_head,
 )
 from ctbench.types import Features
 
@@ -234,39 +233,29 @@ def _padded(target: np.ndarray, classes: int) -> torch.Tensor:
 
 
 @register_task("segmentation")
-class SegmentationTask(ProbeTask):
+class SegmentationTask(DenseTask):
     """Label maps from token grids (linear head or conv decoder), Dice on the original voxels."""
 
     category = "segmentation"
-    uses_tokens = True
-    run_options: frozenset[str] = frozenset({"device"})  # keywords the runner passes
-    device: str = "auto"  # where the head trains and predicts (see :func:`head_device`)
 
     def __init__(self, spec, dataset, device: str | None = None) -> None:
         if len(spec.targets) != 1:
             raise CTBenchError(f"task {spec.name!r}: segmentation needs one target column holding "
                                f"label-map paths, got {list(spec.targets)}; fix the dataset card")
         self.label_names: dict[int, str] = {}
-        if dataset.card.name == "phantom":
+        from ctbench.phantom import is_phantom_name
+
+        if is_phantom_name(dataset.card.name):  # any phantom: phantom, phantom-n40, ...
             from ctbench.phantom_anatomy import LABELS
 
             self.label_names = {k: v for k, v in LABELS.items() if k > 0}
-        super().__init__(spec, dataset)
-        self.device = device or "auto"
-
-    def is_stochastic(self, params: dict) -> bool:
-        """Always (linear head and decoder alike): a refit with another seed changes the initial
-        weights and case order; ``fit_predict`` averages the seeds' class probabilities."""
-        return True
+        super().__init__(spec, dataset, device)
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         out = np.empty(len(rows), dtype=object)
         for i, (case, path) in enumerate(zip(rows["case_id"], rows[self.spec.targets[0]])):
             out[i] = MaskTarget(str(case), self.dataset.resolve(path))
         return out
-
-    def inputs(self, feats: list[Features]) -> np.ndarray:
-        return dense_features(feats, self.spec.name)
 
     def suggest(self, trial, seed: int) -> dict:
         """The shared search space (same for every model)."""
@@ -284,7 +273,7 @@ class SegmentationTask(ProbeTask):
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         from monai.losses import DiceCELoss
 
-        dev = head_device(self.device)
+        dev = self.head_device()
         scaler = TokenScaler(X_train)
         inputs = CaseCache(X_train, lambda i: scaler(X_train[i])[None].to(dev))
         factor = 1 if params["probe"] == "linear" else decoder_factor(X_train, y_train)

@@ -63,6 +63,27 @@ def test_the_temporary_file_is_synced_before_the_rename_and_removed_on_error(tmp
 def test_temporary_names_never_collide(tmp_path, monkeypatch):
     names = iter(["aaaa", "aaaa", "bbbb"])
     monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: next(names))
-    first = atomic.create_temp_beside(tmp_path / "x")
-    second = atomic.create_temp_beside(tmp_path / "x")
+    first = atomic._create_temp_beside(tmp_path / "x")
+    second = atomic._create_temp_beside(tmp_path / "x")
     assert (first.name, second.name) == (".x.aaaa.tmp", ".x.bbbb.tmp")
+
+
+@pytest.mark.skipif(not hasattr(os, "O_ACCMODE"), reason="reads a descriptor's access mode (POSIX)")
+def test_the_file_is_fsynced_through_a_writable_handle_and_a_read_only_file_still_syncs(tmp_path, monkeypatch):
+    import fcntl
+
+    modes, real_fsync, real_open = [], os.fsync, os.open
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (modes.append(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE),
+                                                        real_fsync(fd))[1])
+    atomic_write_text(tmp_path / "w.txt", "data")
+    assert modes[0] == os.O_RDWR  # Windows flushes only handles with write access
+
+    def no_write_access(path, flags, *a):  # as for a file the umask left read-only (not as root)
+        if flags & os.O_ACCMODE == os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a)
+
+    modes.clear()
+    monkeypatch.setattr(atomic.os, "open", no_write_access)
+    atomic_write_text(tmp_path / "r.txt", "still written")
+    assert modes[0] == os.O_RDONLY and (tmp_path / "r.txt").read_text() == "still written"

@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from ctbench.bench import BenchEvent, bench, bench_command, parse_list
-from ctbench.datasets import DatasetCard, TaskSpec, write_card
+from ctbench.datasets import DatasetCard, TaskSpec, open_dataset, write_card
 from ctbench.errors import CTBenchError
 from ctbench.results import result_dir
 from tests.test_leaderboard_fixtures import known_case, write_result_file
@@ -44,7 +44,8 @@ class FakeRunner:
         y, patients, scores = known_case(n_patients=20)
         path = write_result_file(Path(cfg.out).parent, cfg.model, y, scores["best"], patients, task=cfg.task,
                                  dataset="tiny", random_init=True, folder=Path(cfg.out),
-                                 train_fraction=cfg.train_fraction)
+                                 train_fraction=cfg.train_fraction,
+                                 split_hash=open_dataset(cfg.dataset).split_hash())  # as the runner
         return path, json.loads(path.read_text())
 
 

@@ -42,11 +42,13 @@ def write_result_file(
     protocol: str = "1", pretraining: tuple[str, ...] = (), train_fraction: float | None = None,
     category: str = "classification", main_metric: str = "auroc", direction: str = "maximize",
     metrics: dict | None = None, n_boot: int = 10, created: str | None = None, folder: Path | None = None,
-    sha: str | None = None, columns: dict | None = None,
+    sha: str | None = None, columns: dict | None = None, options: dict | None = None,
+    options_tag: str | None = None,
 ) -> Path:
     """One result folder as the runner lays it out; metrics computed from ``y``/``p`` when the
     category is classification, else taken from ``metrics`` (name -> value) with the prediction
-    columns ``columns`` (default ``y_<target>``, ``p_<target>``)."""
+    columns ``columns`` (default ``y_<target>``, ``p_<target>``). ``options``/``options_tag``
+    record task options as the runner does (the tag also suffixes the folder, ``seed0-opts...``)."""
     patients = np.asarray(patients).astype(str)
     case_ids = [f"case{i:04d}" for i in range(len(patients))]
     preds = pd.DataFrame({"case_id": case_ids, "patient_id": patients})
@@ -74,7 +76,8 @@ def write_result_file(
                   "weights": {"choice": config["weights"], "sha256": wsha, "random_init": random_init, "path": None},
                   "preprocessing_id": "abc"},
         "task": {"name": task, "category": category, "version": task_version, "targets": list(targets),
-                 "main_metric": main_metric, "direction": direction, "dataset": dataset, "dataset_version": "1"},
+                 "main_metric": main_metric, "direction": direction, "dataset": dataset, "dataset_version": "1",
+                 **({"options": options, "options_tag": options_tag} if options is not None else {})},
         "split": {"hash": split_hash, "counts": {"test": len(case_ids)}, "patients": {"test": len(set(patients))}},
         "probe": {"best_params": {}, "trials": 5}, "metrics": estimates,
         "bootstrap": {"resamples": n_boot, "level": 0.95, "unit": "patient"},
@@ -82,7 +85,7 @@ def write_result_file(
     }
     if folder is None:
         tag = "random" if random_init else wsha[:12]
-        folder = result_dir(root, dataset, task, model, tag, seed, train_fraction or 1.0)
+        folder = result_dir(root, dataset, task, model, tag, seed, train_fraction or 1.0, options_tag)
     return write_result(folder, result, preds)
 
 

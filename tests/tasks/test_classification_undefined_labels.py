@@ -33,8 +33,6 @@ def test_a_constant_label_is_left_out_of_the_macro_averages():
     assert m["auprc"] == pytest.approx((1.0 + (1 + 2 / 3) / 2) / 2)
     # at 0.5: label a preds [0,1,0,0] -> (1/2 + 1)/2; label b preds [1,0,0,0] -> (1/2 + 1)/2
     assert m["balanced_accuracy"] == pytest.approx(0.75)
-    with pytest.warns(UserWarning):
-        assert np.isnan(roc_auc_score(Y, P, average="macro"))  # what the macro average used to be
 
 
 def test_the_bootstrap_point_value_is_finite_and_nan_only_when_no_label_is_defined():
@@ -74,3 +72,19 @@ def test_labels_undefined_on_the_test_set_are_recorded_next_to_the_result(tmp_pa
     assert multiclass.write_artifacts(other, np.array([0, 1, 0, 1]), np.full((4, 3), 1 / 3)) == [UNDEFINED_LABELS_FILE]
     assert json.loads((other / UNDEFINED_LABELS_FILE).read_text())["undefined_on_test"] == ["class2"]
     assert _task(["t"], "binary").write_artifacts(tmp_path / "b", Y[:, 2], P[:, 2]) == []
+
+
+def test_a_rerun_without_undefined_labels_removes_the_stale_list(tmp_path):
+    task = _task(["a", "b", "c"], "multilabel")
+    assert task.write_artifacts(tmp_path, Y, P) == [UNDEFINED_LABELS_FILE]
+    (tmp_path / "predictions.csv").write_text("kept")
+    assert task.write_artifacts(tmp_path, Y[:, [0, 1, 0]], P) == []  # every label defined now
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]
+    multiclass = _task(["t"], "multiclass")
+    assert multiclass.write_artifacts(tmp_path, np.array([0, 1, 0, 1]), np.full((4, 2), 0.5)) == []
+    assert multiclass.write_artifacts(tmp_path, np.array([0, 1, 0, 1]), np.full((4, 3), 1 / 3)) == [UNDEFINED_LABELS_FILE]
+    assert multiclass.write_artifacts(tmp_path, np.array([0, 1, 2, 1]), np.full((4, 3), 1 / 3)) == []
+    assert not (tmp_path / UNDEFINED_LABELS_FILE).exists()
+    (tmp_path / UNDEFINED_LABELS_FILE).write_text("{}")  # left by an earlier run
+    assert _task(["t"], "binary").write_artifacts(tmp_path, Y[:, 1], P[:, 1]) == []
+    assert not (tmp_path / UNDEFINED_LABELS_FILE).exists()
