@@ -37,8 +37,8 @@ class CollapseWatch:
             self.warned = True
             return (f"DINO targets are uniform (teacher entropy {ent:.2f} of log K over the last "
                     f"{self.window} iterations at iteration {rec['iteration']}): the CLS branch is not "
-                    "learning. Two crops of one volume share too little the network can match; "
-                    "more data, iterations or larger global crops help")
+                    "learning (iBOT may still be). Typical of short runs on small or homogeneous "
+                    "data, where two crops of one volume share too little the network can match")
         if batch < self.single:
             self.warned = True
             return (f"DINO collapsed to one prototype (batch-mean target entropy {batch:.2f} of log K at "
