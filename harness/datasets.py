@@ -45,6 +45,7 @@ class TaskSpec(BaseModel):
     kind: Literal["binary", "multiclass", "multilabel"] | None = None
     horizons: tuple[float, ...] = ()
     description: str = ""
+    label_names: dict[int, str] = Field(default_factory=dict)  # segmentation: label id -> name
 
 
 class DatasetCard(BaseModel):

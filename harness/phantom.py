@@ -217,11 +217,6 @@ def phantom_name(n_patients: int = DEFAULT_PATIENTS, seed: int = 0, resolution: 
     return "-".join(parts)
 
 
-def is_phantom_name(name: str) -> bool:
-    """Whether ``name`` is a card name :func:`phantom_name` gives (any phantom's arguments)."""
-    return re.fullmatch(r"phantom(-n\d+)?(-seed\d+)?(-res[0-9.]+)?", name) is not None
-
-
 def phantom_card(n_patients: int, seed: int, resolution: float = 1.0) -> DatasetCard:
     """The dataset card of a phantom (named by :func:`phantom_name`) with its seven tasks."""
     labels = ", ".join(f"{k} {v}" for k, v in LABELS.items())
@@ -256,6 +251,7 @@ def phantom_card(n_patients: int, seed: int, resolution: float = 1.0) -> Dataset
                  targets=("lesion_x", "lesion_y", "lesion_z"), main_metric="centre_error_mm",
                  description="centre of the largest lesion"),
         TaskSpec(name="segmentation", category="segmentation", targets=("mask",),
+                 label_names={k: v for k, v in LABELS.items() if k > 0},
                  main_metric="dice_macro", description="organ and lesion labels 1-6"),
         TaskSpec(name="report-generation", category="report-generation", targets=("report",),
                  main_metric="finding_f1", description="templated radiology report"),

@@ -242,13 +242,7 @@ class SegmentationTask(DenseTask):
         if len(spec.targets) != 1:
             raise CTBenchError(f"task {spec.name!r}: segmentation needs one target column holding "
                                f"label-map paths, got {list(spec.targets)}; fix the dataset card")
-        self.label_names: dict[int, str] = {}
-        from ctbench.phantom import is_phantom_name
-
-        if is_phantom_name(dataset.card.name):  # any phantom: phantom, phantom-n40, ...
-            from ctbench.phantom_anatomy import LABELS
-
-            self.label_names = {k: v for k, v in LABELS.items() if k > 0}
+        self.label_names: dict[int, str] = dict(spec.label_names)  # ids seen in training are added
         super().__init__(spec, dataset, device)
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:

@@ -127,7 +127,7 @@ def build(ctx: Context) -> Prepared:
 
 
 TASKS = (
-    TaskSpec(name="segmentation", category="segmentation", targets=("mask",),
+    TaskSpec(name="segmentation", category="segmentation", targets=("mask",), label_names=LABELS,
              main_metric="dice_macro", description="117 TotalSegmentator v2 structures"),
 )
 
