@@ -211,13 +211,20 @@ app.add_typer(datasets_app, name="datasets")
 
 def main() -> None:
     """Console entry point: user errors print one line, no traceback."""
+    run_app(app)
+
+
+def run_app(typer_app: typer.Typer) -> None:
+    """Run a Typer app from the command line: a :class:`CTBenchError` prints one ``error:`` line
+    (exit 2), Ctrl-C says how to resume (exit 130), usage errors print click's message."""
     try:
-        app(standalone_mode=False)
+        typer_app(standalone_mode=False)
     except CTBenchError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise SystemExit(2)
     except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume (extracted features are cached)")
+        err.print("interrupted: run the same command again to resume (finished work is kept: cached "
+                  "features, checkpoints)")
         raise SystemExit(130)
     except typer.Exit as e:
         raise SystemExit(e.exit_code)

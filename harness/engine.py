@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import optuna
@@ -81,6 +82,14 @@ if _RETRY is None:
     _RETRY, _RETRY_KEYWORD = optuna.storages.RetryFailedTrialCallback, "failed_trial_callback"
 
 
+@contextmanager
+def _heartbeat_api() -> Iterator[None]:
+    """Optuna's heartbeat and stale-trial API without its ExperimentalWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
+
+
 def _storage(url: str | None):
     """An Optuna storage for ``url``; SQLite waits for locks instead of failing under
     concurrent workers. Database storages run trials with a heartbeat, and a trial left
@@ -88,8 +97,7 @@ def _storage(url: str | None):
     if url is None:
         return None
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are experimental
+    with _heartbeat_api():
         return optuna.storages.RDBStorage(
             url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=HEARTBEAT_GRACE_S, **{_RETRY_KEYWORD: _RETRY(max_retry=STALE_RETRIES)},
@@ -99,8 +107,7 @@ def _storage(url: str | None):
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the running trials whose heartbeat is older than the grace period (their worker
     died) and queue them again; a no-op for storages without a heartbeat."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
+    with _heartbeat_api():
         optuna.storages.fail_stale_trials(study)
 
 
@@ -108,8 +115,7 @@ def budget_trials(study: optuna.Study) -> int:
     """Trials that use up the shared budget: complete, failed, pruned or running (other workers'
     trials included), except a stale trial that was queued again (its retry counts once it runs)."""
     trials = study.get_trials(deepcopy=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
+    with _heartbeat_api():
         retried = {n for t in trials for n in _RETRY.retry_history(t)}
     return sum(t.state in BUDGET_STATES and t.number not in retried for t in trials)
 

@@ -124,21 +124,8 @@ def _run(cfg, run_dir: Path, device: str, resume: bool, stop_after: Optional[int
 
 def main() -> None:
     """Stand-alone entry (``python -m voxelfm.train``): user errors print one line."""
-    from rich.console import Console
+    from .cli import run_app
 
     app = typer.Typer(add_completion=False)
     app.command()(pretrain)
-    try:
-        app(standalone_mode=False)
-    except CTBenchError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise SystemExit(2)
-    except typer.Exit as e:
-        raise SystemExit(e.exit_code)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code)
-        raise
+    run_app(app)

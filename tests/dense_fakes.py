@@ -141,3 +141,17 @@ def register(name: str, cls: type, cell_mm: float) -> str:
                    {"cell_mm": cell_mm, "card": cls.card.model_copy(update={"name": name})})
         MODELS.register(name)(sub)
     return name
+
+
+def record_head_devices(monkeypatch, module) -> list:
+    """Wrap ``module.train_head`` so that each call records the device of the head's weights;
+    returns the (growing) list of devices."""
+    seen: list = []
+    train_head = module.train_head
+
+    def recording(model, *args, **kwargs):
+        seen.append(next(model.parameters()).device)
+        return train_head(model, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train_head", recording)
+    return seen

@@ -15,7 +15,7 @@ import ctbench.tasks.segmentation as seg
 from ctbench.runner import RunConfig, run
 from ctbench.tasks.localisation import AttentionPool, LocalisationTask, centre_errors, mean_centre_error
 from ctbench.types import Features
-from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, register
+from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, record_head_devices, register
 
 CELL_MM = 12.0
 
@@ -136,14 +136,7 @@ SYNTHETIC_PARAMS = {"probe": "attention-pool", "lr": 0.01, "weight_decay": 1e-4,
 def test_head_trains_on_the_task_device_and_identical_fits_give_identical_centres(monkeypatch):
     """The head's weights are on the task's device while it trains; a fit is a function of its
     seed (two identical fits on the CPU predict the same centres, bit for bit)."""
-    seen = []
-    train_head = loc.train_head
-
-    def recording(model, *a, **k):
-        seen.append(next(model.parameters()).device)
-        return train_head(model, *a, **k)
-
-    monkeypatch.setattr(loc, "train_head", recording)
+    seen = record_head_devices(monkeypatch, loc)
     X, y = _synthetic_cases()
     task = LocalisationTask.__new__(LocalisationTask)
     task.device = "cpu"

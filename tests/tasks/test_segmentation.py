@@ -14,7 +14,7 @@ import ctbench.tasks.segmentation as seg
 from ctbench.runner import RunConfig, run
 from ctbench.tasks.dense import read_labels
 from ctbench.types import Features
-from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, register
+from tests.dense_fakes import DenseNoiseEncoder, DenseOracleEncoder, record_head_devices, register
 
 FINE_MM = 5.0  # oracle cells: fine enough for Dice > 0.9, coarse enough for a quick test
 COARSE_MM = 12.0
@@ -166,14 +166,7 @@ def test_head_trains_on_the_task_device_and_identical_fits_give_identical_probab
     """The head's weights are on the task's device while it trains; a fit is a function of its
     seed (two identical fits on the CPU give the same probabilities, bit for bit), and each
     cell's class probabilities sum to one."""
-    seen = []
-    train_head = seg.train_head
-
-    def recording(model, *a, **k):
-        seen.append(next(model.parameters()).device)
-        return train_head(model, *a, **k)
-
-    monkeypatch.setattr(seg, "train_head", recording)
+    seen = record_head_devices(monkeypatch, seg)
     X, y = _blocky_split(tmp_path)
     task = seg.SegmentationTask.__new__(seg.SegmentationTask)
     task.label_names, task.device = {}, "cpu"
