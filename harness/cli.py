@@ -17,7 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark 3D
 console = Console()
 err = Console(stderr=True)
 
-STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe"}
+STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe",
+          "bootstrap": "bootstrap CIs"}
 
 
 def _print_json(obj) -> None:
@@ -187,6 +188,14 @@ def _print_result(result: dict, path) -> None:
         console.print(f"[yellow]{len(result['failures'])} case(s) failed and were skipped:[/]")
         for f in result["failures"][:10]:
             console.print(f"  {f['case_id']}: {f['reason']}")
+    probe = result.get("probe") or {}
+    if probe.get("trials_failed"):
+        console.print(f"[yellow]{probe['trials_failed']} tuning trial(s) failed and were not counted in the "
+                      f"budget of {probe['trials']}:[/] {'; '.join(probe['failures'])}")
+    warned = probe.get("convergence_warnings") or {}
+    if warned.get("tuning") or warned.get("refit"):
+        console.print(f"convergence warnings: {len(warned['per_trial'])} of {probe['trials']} tuning trial(s), "
+                      f"{warned['refit']} at the refit (recorded in the result)")
     timings = result["timings"]
     console.print(
         f"features: {timings['cases_extracted']} extracted, {timings['cases_cached']} from cache; "

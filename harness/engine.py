@@ -1,6 +1,12 @@
 """The shared probe engine: Optuna tuning on train -> validation, refit, one test evaluation,
 patient-level bootstrap. Every task category and every model goes through this one path.
 
+Budget: a study ends with exactly ``trials`` completed trials. A probe fit that raises a
+numerical error (:data:`FIT_ERRORS`, e.g. a Cox model that does not converge) or gives an
+undefined validation metric fails its trial, with the reason recorded; it does not end the run
+and does not use the budget, up to :func:`max_failures` failed trials. Convergence warnings are
+counted per trial and at the refit, and recorded in the result.
+
 Refit seeds: a stochastic probe (see :func:`refit_seeds`) is refitted with ``N_PROBE_SEEDS``
 consecutive seeds and the task's ``fit_predict`` combines their predictions; tuning trials use
 the run's seed alone.
@@ -28,6 +34,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from .bootstrap import Estimate, bootstrap_metrics
+from .probe_fit import FIT_ERRORS, FitResult, fit_quietly
 from .errors import CTBenchError
 from .task import ProbeTask
 from .threads import single_threaded
@@ -38,7 +45,7 @@ HEARTBEAT_INTERVAL_S = 60  # a running trial records a heartbeat this often (dat
 # mistake (heartbeats held up by database locks) would end its worker with an error at the end
 HEARTBEAT_GRACE_S = 600
 STALE_RETRIES = 2  # a trial that goes stale is queued again at most this many times
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)
+POLL_S = 1.0  # how often a worker looks again while other workers finish the budget's last trials
 
 
 @dataclass
@@ -62,17 +69,9 @@ class ProbeOutcome:
     study_name: str
     seconds_tuning: float
     seconds_refit: float
-
-
-def _quiet(fn: Callable) -> Callable:
-    """Run a probe fit single-threaded and without convergence chatter."""
-
-    def wrapped(*a, **k):
-        with warnings.catch_warnings(), single_threaded():
-            warnings.simplefilter("ignore")
-            return fn(*a, **k)
-
-    return wrapped
+    seconds_bootstrap: float
+    tuning: "TuningRecord"
+    refit_convergence_warnings: int
 
 
 # Optuna's callback that queues a stale trial again: renamed in Optuna 4.9, with its keyword
@@ -111,26 +110,57 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def budget_trials(study: optuna.Study) -> int:
-    """Trials that use up the shared budget: complete, failed, pruned or running (other workers'
-    trials included), except a stale trial that was queued again (its retry counts once it runs)."""
-    trials = study.get_trials(deepcopy=False)
+def max_failures(trials: int) -> int:
+    """Failed trials (fit errors, undefined validation metric) a study tolerates before the run
+    stops: as many as its budget, at least 10."""
+    return max(10, trials)
+
+
+def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of stale trials that were queued again (their retry stands in for them)."""
     with _heartbeat_api():
-        retried = {n for t in trials for n in _RETRY.retry_history(t)}
-    return sum(t.state in BUDGET_STATES and t.number not in retried for t in trials)
+        return {n for t in trials for n in _RETRY.retry_history(t)}
+
+
+def budget_state(study: optuna.Study) -> tuple[int, int, int]:
+    """``(completed, running, failed)`` trials of the study, every worker's included. ``failed``
+    counts only probe failures (fit error, undefined metric): neither surplus trials nor stale
+    trials of dead workers, which were queued again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    failed = sum(t.state == TrialState.FAIL and "failure" in t.user_attrs and t.number not in retried
+                 for t in trials)
+    return done, running, failed
+
+
+class _Surplus(Exception):
+    """Raised by a trial started after the budget was already taken by other workers."""
+
+
+class _ProbeFailed(Exception):
+    """Raised by a trial whose probe fit failed (the reason is in its ``failure`` user attr)."""
+
+
+def _is_surplus(study: optuna.Study, number: int, budget: int) -> bool:
+    """Whether ``budget`` trials numbered before ``number`` have completed or are running."""
+    ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    return sum(t.number < number for t in ahead) >= budget
+
+
+def budget_trials_of(study: optuna.Study, trials: int) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials that form the budget: the first ``trials`` by number."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.number)[:trials]
 
 
 def refit_seeds(task: ProbeTask, params: dict, seed: int) -> list[int]:
-    """Seeds of the final refit: ``N_PROBE_SEEDS`` consecutive seeds from ``seed`` when the tuned
-    probe is stochastic, else ``[seed]``. A task with an ``is_stochastic(params)`` method decides
-    for its own heads (the dense heads: always); otherwise the shared probe family decides
-    (:func:`ctbench.probes.is_stochastic`). ``fit_predict`` then combines the seeds' predictions
-    (scores, centres and class probabilities are averaged per case)."""
-    from .probes import is_stochastic  # scikit-learn is imported only when a probe is refitted
-
-    own = getattr(task, "is_stochastic", None)
-    stochastic = own(params) if callable(own) else is_stochastic(params)
-    return [seed + i for i in range(N_PROBE_SEEDS)] if stochastic else [seed]
+    """Seeds of the final refit: ``N_PROBE_SEEDS`` consecutive seeds from ``seed`` when the task
+    declares the tuned probe stochastic (:meth:`ProbeTask.is_stochastic`), else ``[seed]``.
+    ``fit_predict`` then combines the seeds' predictions (scores, centres and class
+    probabilities are averaged per case; reports take a consensus)."""
+    return [seed + i for i in range(N_PROBE_SEEDS)] if task.is_stochastic(params) else [seed]
 
 
 def open_study(name: str, storage: str | None, direction: str, seed: int, attempts: int = 5) -> optuna.Study:
@@ -160,36 +190,81 @@ def tune(
     storage: str | None = None,
     on_trial: Callable[[int, int], None] | None = None,
 ) -> optuna.Study:
-    """Run (or resume) a seeded TPE study whose objective is the validation main metric."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """Run (or resume) a seeded TPE study whose objective is the validation main metric, until
+    it holds exactly ``trials`` completed trials."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not printed
     study = open_study(study_name, storage, task.direction, seed)
     metric = task.metrics()[task.main_metric]
-    fit_predict = _quiet(task.fit_predict)
 
     def objective(trial: optuna.Trial) -> float:
+        if _is_surplus(study, trial.number, trials):
+            trial.set_user_attr("surplus", True)
+            raise _Surplus
         params = task.suggest(trial, seed)
-        pred = fit_predict(params, train.X, train.y, val.X, [seed])
         try:
-            return float(metric(val.y, pred))
-        except ValueError:
-            return float("nan")  # undefined on this split: Optuna records the trial as failed
+            fit = fit_quietly(task, params, train.X, train.y, val.X, [seed])
+        except FIT_ERRORS as e:
+            trial.set_user_attr("failure", f"{type(e).__name__}: {e}"[:300])
+            raise _ProbeFailed from e
+        trial.set_user_attr("convergence_warnings", fit.convergence_warnings)
+        try:
+            value = float(metric(val.y, fit.predictions))
+        except ValueError as e:
+            value, reason = float("nan"), str(e)
+        else:
+            reason = "not finite"
+        if not np.isfinite(value):
+            trial.set_user_attr("failure", f"validation {task.main_metric} undefined: {reason}"[:300])
+        return value  # NaN: Optuna records the trial as failed
 
     # Trials already in the study count, including those other workers are running on the same
     # storage: several `ctbench run` processes share one budget instead of each spending it.
     # Trials of dead workers are failed first and, queued again, are not counted twice.
     while True:
         fail_stale_trials(study)
-        if (n := budget_trials(study)) >= trials:
+        done, running, failed = budget_state(study)
+        if done >= trials:
             break
-        study.optimize(objective, n_trials=1)
+        if failed >= max_failures(trials):
+            raise CTBenchError(
+                f"{failed} probe fits failed while tuning {task.spec.name!r} ({done} of {trials} trials "
+                f"completed); first reason: {_first_failure(study)}. Check the features and the "
+                f"validation split (it may hold a single class or too few cases)"
+            )
+        if done + running >= trials:  # other workers are running the budget's last trials
+            time.sleep(POLL_S)
+            continue
+        study.optimize(objective, n_trials=1, catch=(_Surplus, _ProbeFailed))
         if on_trial is not None:
-            on_trial(min(n + 1, trials), trials)
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise CTBenchError(
-            f"no tuning trial produced a finite validation {task.main_metric}; the validation "
-            f"split may hold a single class or too few cases"
-        )
+            on_trial(min(budget_state(study)[0], trials), trials)
     return study
+
+
+def _first_failure(study: optuna.Study) -> str:
+    reasons = [t.user_attrs["failure"] for t in study.get_trials(deepcopy=False) if "failure" in t.user_attrs]
+    return reasons[0] if reasons else "unknown"
+
+
+@dataclass
+class TuningRecord:
+    """What tuning did, for the result file."""
+
+    trials: int  # completed trials forming the budget (== the budget)
+    failed: int  # probe fits that failed (not counted in the budget)
+    failures: list[str]  # their distinct reasons (at most 5)
+    convergence_warnings: dict[int, int]  # trial number -> warnings, trials with any
+
+
+def tuning_record(study: optuna.Study, trials: int) -> TuningRecord:
+    """Summarise the budget trials and the failed trials of ``study``."""
+    budget = budget_trials_of(study, trials)
+    all_trials = study.get_trials(deepcopy=False)
+    retried = _retried(all_trials)
+    failed = [t for t in all_trials if t.state == TrialState.FAIL and "failure" in t.user_attrs
+              and t.number not in retried]
+    reasons = list(dict.fromkeys(t.user_attrs["failure"] for t in failed))[:5]
+    warned = {t.number: int(t.user_attrs.get("convergence_warnings", 0)) for t in budget}
+    return TuningRecord(len(budget), len(failed), reasons, {k: v for k, v in warned.items() if v})
 
 
 def run_probe(
@@ -204,27 +279,39 @@ def run_probe(
     storage: str | None = None,
     n_boot: int = 1000,
     on_trial: Callable[[int, int], None] | None = None,
+    on_bootstrap: Callable[[int, int], None] | None = None,
 ) -> ProbeOutcome:
-    """Tune on train/val, refit on train+val with the best parameters, score test once."""
+    """Tune on train/val, refit on train+val with the best of the budget's trials, score test
+    once."""
     t0 = time.perf_counter()
     study = tune(task, train, val, trials=trials, seed=seed, study_name=study_name, storage=storage, on_trial=on_trial)
     t1 = time.perf_counter()
-    params = {**study.best_trial.params}
-    params = task.suggest(optuna.trial.FixedTrial(params), seed)
+    budget = budget_trials_of(study, trials)
+    best = (max if task.direction == "maximize" else min)(budget, key=lambda t: t.value)
+    params = task.suggest(optuna.trial.FixedTrial(dict(best.params)), seed)
     seeds = refit_seeds(task, params, seed)
     X_fit = np.concatenate([train.X, val.X])  # object arrays (dense tasks) concatenate too
     y_fit = np.concatenate([train.y, val.y])
-    pred = _quiet(task.fit_predict)(params, X_fit, y_fit, test.X, seeds)
+    try:
+        fit = fit_quietly(task, params, X_fit, y_fit, test.X, seeds)
+    except FIT_ERRORS as e:
+        raise CTBenchError(f"the final probe fit of {task.spec.name!r} with the tuned parameters {params} "
+                           f"failed on train+val ({type(e).__name__}: {e})") from None
     t2 = time.perf_counter()
-    estimates = bootstrap_metrics(task.metrics(), test.y, pred, test.groups, n_boot=n_boot, seed=seed)
+    estimates = bootstrap_metrics(task.metrics(), test.y, fit.predictions, test.groups, n_boot=n_boot, seed=seed,
+                                  progress=on_bootstrap)
+    t3 = time.perf_counter()
     return ProbeOutcome(
         best_params=params,
-        best_value=float(study.best_value),
-        trials=len(study.trials),
+        best_value=float(best.value),
+        trials=len(budget),
         seeds=seeds,
-        predictions=pred,
+        predictions=fit.predictions,
         estimates=estimates,
         study_name=study_name,
         seconds_tuning=t1 - t0,
         seconds_refit=t2 - t1,
+        seconds_bootstrap=t3 - t2,
+        tuning=tuning_record(study, trials),
+        refit_convergence_warnings=fit.convergence_warnings,
     )

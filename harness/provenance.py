@@ -11,7 +11,11 @@ from pathlib import Path
 # Bumped whenever a result's numbers would change for the same inputs; results of different
 # protocol versions are never ranked together. 2: dense heads refit with several seeds (averaged);
 # multi-label/multi-class macro metrics skip labels with one class instead of becoming NaN.
-PROTOCOL_VERSION = "2"
+# 3: dimension-free penalties and PCA size; nested label-efficiency subsets of train and val;
+# deep-Cox and report heads refit with several seeds; survival horizons from training events;
+# failed fits fail their trial; exact trial budgets; one retrieval tie rule; segmentation
+# false-positive metrics (docs/protocol.md).
+PROTOCOL_VERSION = "3"
 
 
 def ctbench_version() -> str:

@@ -22,6 +22,7 @@ from .engine import Split, run_probe
 from .errors import CTBenchError
 from .extract import extract
 from .paths import home
+from .probe_code import probe_code_hash
 from .provenance import PROTOCOL_VERSION, ctbench_version, environment, git_sha
 from .registry import MODELS, TASKS
 from .task import EvalTask, ProbeTask
@@ -117,12 +118,14 @@ def options_tag(task: Any) -> str | None:
 
 
 def study_name(dataset: Dataset, spec: TaskSpec, model_tag: str, weights_sha: str, preprocessing_id: str,
-               seed: int, train_fraction: float, opts: str | None = None) -> str:
-    """The Optuna study of a run: everything that defines its search, ``|``-joined; ``opts``
-    (from :func:`options_tag`) is appended only for non-default task options."""
+               seed: int, train_fraction: float, opts: str | None = None, code: str = "") -> str:
+    """The Optuna study of a run: everything that defines its search, ``|``-joined, including
+    the protocol version and ``code`` (:func:`ctbench.probe_code.probe_code_hash`), so trials of
+    older probe code never mix with new ones; ``opts`` (from :func:`options_tag`) is appended
+    only for non-default task options."""
     parts = [dataset.card.name, dataset.card.version, spec.name, spec.version, model_tag, weights_sha[:16],
              preprocessing_id, dataset.split_hash()[:16], f"seed{seed}", f"frac{train_fraction:g}",
-             f"protocol{PROTOCOL_VERSION}"]
+             f"protocol{PROTOCOL_VERSION}", f"code{code}"]
     return "|".join(parts + ([opts] if opts else []))
 
 
@@ -135,8 +138,9 @@ def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -
 
 
 def train_subset(split: Split, fraction: float, seed: int) -> Split:
-    """The first ``fraction`` of the training patients in a seeded order: subsets for growing
-    fractions are nested, so label-efficiency curves compare like with like."""
+    """The first ``fraction`` of a split's patients (at least 2) in a seeded order: subsets for
+    growing fractions are nested, so label-efficiency curves compare like with like. Applied to
+    train and to validation, the two splits the final probe is fitted on."""
     if not 0 < fraction <= 1:
         raise CTBenchError(f"--train-fraction must be in (0, 1], got {fraction}")
     if fraction == 1:
@@ -162,13 +166,16 @@ class Scored:
     artifacts: Callable[[Path], list[str]] | None = None
 
 
-def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: str, tick) -> Scored:
+def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: str, code: str, tick) -> Scored:
     splits = {s: _split(task, dataset, rows, ex.features, s) for s in ("train", "val", "test")}
+    available = {n: len(s.case_ids) for n, s in splits.items()}
+    # label efficiency: nested subsets of every split the final probe is fitted on
     splits["train"] = train_subset(splits["train"], cfg.train_fraction, cfg.seed)
+    splits["val"] = train_subset(splits["val"], cfg.train_fraction, cfg.seed + 1)
     train, val, test = splits["train"], splits["val"], splits["test"]
     storage = cfg.storage or _default_storage()
     out = run_probe(task, train, val, test, trials=cfg.trials, seed=cfg.seed, study_name=study,
-                    storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"))
+                    storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"), on_bootstrap=tick("bootstrap"))
     preds = pd.DataFrame({"case_id": test.case_ids, "patient_id": test.groups})
     for col, values in task.prediction_columns(test.y, out.predictions).items():
         preds[col] = values
@@ -183,8 +190,17 @@ def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: s
             "trials": out.trials, "trials_requested": cfg.trials, "sampler": "TPESampler",
             "seed": cfg.seed, "seeds": out.seeds, "study": out.study_name, "storage": _redact(storage),
             "refit_on": "train+val", "train_fraction": cfg.train_fraction,
+            "fitted_cases": len(train.case_ids) + len(val.case_ids),
+            "fitted_patients": len(set(train.groups)) + len(set(val.groups)),
+            "available_cases": available, "stochastic": task.is_stochastic(out.best_params),
+            "trials_failed": out.tuning.failed, "failures": out.tuning.failures,
+            "convergence_warnings": {"tuning": sum(out.tuning.convergence_warnings.values()),
+                                     "per_trial": out.tuning.convergence_warnings,
+                                     "refit": out.refit_convergence_warnings},
+            "effective_penalty": _effective_penalty(out.best_params, train.X),
+            "code": code,
         },
-        timings={"tune_s": out.seconds_tuning, "refit_s": out.seconds_refit},
+        timings={"tune_s": out.seconds_tuning, "refit_s": out.seconds_refit, "bootstrap_s": out.seconds_bootstrap},
         artifacts=(lambda folder: writer(folder, test.y, out.predictions)) if writer else None,
     )
 
@@ -225,12 +241,13 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
 
     wsha = encoder.weights_ref.sha256
     model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
-    study = study_name(dataset, spec, model_tag, wsha, encoder.preprocessing_id, cfg.seed, cfg.train_fraction,
-                       opts)
     if isinstance(task, EvalTask):
         scored = _evaluate(task, rows, ex, cfg)
     else:
-        scored = _probe(task, dataset, rows, ex, cfg, study, tick)
+        code = probe_code_hash(task)
+        study = study_name(dataset, spec, model_tag, wsha, encoder.preprocessing_id, cfg.seed, cfg.train_fraction,
+                           opts, code)
+        scored = _probe(task, dataset, rows, ex, cfg, study, code, tick)
 
     weights_tag = "random" if encoder.weights_ref.is_random else wsha[:12]
     folder = Path(cfg.out) if cfg.out else result_dir(
@@ -279,6 +296,14 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     }
     path = write_result(folder, result, scored.predictions)
     return path, result
+
+
+def _effective_penalty(params: dict, X: np.ndarray) -> dict:
+    """The estimator's own penalty for the shared families' dimension-free parameters (C or
+    alpha on this embedding size); empty for other probes."""
+    from .probes import effective
+
+    return effective(params, X.shape[1]) if X.ndim == 2 else {}
 
 
 def _default_storage() -> str:

@@ -24,6 +24,9 @@ class ProbeTask(ABC):
     category: str
     uses_tokens: bool = False
     lower_is_better: frozenset[str] = frozenset()  # metrics where smaller values win
+    #: modules besides the task's own classes (and the shared engine and probes) whose code
+    #: defines its probe: their source is part of the run's probe-code fingerprint
+    probe_modules: tuple[str, ...] = ()
 
     def __init__(self, spec: TaskSpec, dataset: Dataset) -> None:
         self.spec = spec
@@ -64,6 +67,12 @@ class ProbeTask(ABC):
     @abstractmethod
     def suggest(self, trial: Any, seed: int) -> dict:
         """Draw probe hyperparameters from this category's (shared) search space."""
+
+    @abstractmethod
+    def is_stochastic(self, params: dict) -> bool:
+        """Whether refitting the probe ``params`` with another seed can change its predictions:
+        the engine then refits with several seeds and ``fit_predict`` combines them. Every task
+        declares it for each of its probe families."""
 
     @abstractmethod
     def fit_predict(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
+from ctbench.metrics_batch import ResampledMetric, batch_values, counts_from_samples
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,31 @@ def _score(metric: MetricFn, y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def model_draws(metric: MetricFn, y: np.ndarray, preds: list[np.ndarray], samples: list[np.ndarray]) -> Draws:
-    """Point value and per-resample values of ``metric``, averaged over the seeds in ``preds``."""
+    """Point value and per-resample values of ``metric``, averaged over the seeds in ``preds``.
+
+    A :class:`ResampledMetric` scores all resamples at once from their count matrix (chunk by
+    chunk, every seed on each chunk); any other metric is called once per resample and seed."""
     y = np.asarray(y)
+    preds = [np.asarray(p) for p in preds]
     point = float(np.mean([_score(metric, y, p) for p in preds]))
-    draws = np.array([np.mean([_score(metric, y[idx], np.asarray(p)[idx]) for p in preds]) for idx in samples])
+    if isinstance(metric, ResampledMetric) and preds:
+        draws = _batched_draws(metric, y, preds, samples)
+        if draws is not None:
+            return Draws(point, draws)
+    draws = np.array([np.mean([_score(metric, y[idx], p[idx]) for p in preds]) for idx in samples])
     return Draws(point, draws)
+
+
+def _batched_draws(metric: ResampledMetric, y: np.ndarray, preds: list[np.ndarray],
+                   samples: list[np.ndarray]) -> np.ndarray | None:
+    """Mean over seeds of ``metric.batch`` on every resample; None when the kernel declines."""
+    parts = [np.zeros(0)]
+    for counts in counts_from_samples(samples, len(y)):
+        per_seed = [batch_values(metric, y, p, [counts]) for p in preds]
+        if any(v is None for v in per_seed):
+            return None
+        parts.append(np.mean(per_seed, axis=0))
+    return np.concatenate(parts)
 
 
 def paired_difference(a: Draws, b: Draws, alpha: float = 0.05) -> Difference:

@@ -23,9 +23,11 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from ctbench import probes
+from ctbench import weighted_metrics as wm
 from ctbench.atomic import atomic_write_text
 from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
+from ctbench.metrics_batch import Batched
 from ctbench.registry import register_task
 from ctbench.task import ProbeTask
 
@@ -74,10 +76,13 @@ class ClassificationTask(ProbeTask):
     def suggest(self, trial, seed: int) -> dict:
         return probes.suggest(trial, probes.FAMILIES, "classifier")
 
+    def is_stochastic(self, params: dict) -> bool:
+        return probes.is_stochastic(params)
+
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         preds = []
         for s in seeds:
-            model = probes.build(params, "classifier", s, multilabel=self.kind == "multilabel")
+            model = probes.build(params, "classifier", s, X_train.shape[1], multilabel=self.kind == "multilabel")
             model.fit(X_train, y_train)
             p = model.predict_proba(X_eval)
             if self.kind == "binary":
@@ -91,25 +96,7 @@ class ClassificationTask(ProbeTask):
         return int(max(np.max(y), 0)) + 1
 
     def metrics(self) -> dict[str, MetricFn]:
-        kind = self.kind
-        if kind == "multiclass":
-            to_labels = _multiclass_labels
-            auroc = lambda y, p: macro_over_defined(roc_auc_score, one_hot(y, p.shape[1]), p)  # noqa: E731
-            auprc = lambda y, p: macro_over_defined(average_precision_score, one_hot(y, p.shape[1]), p)  # noqa: E731
-        elif kind == "multilabel":
-            to_labels = _binary_labels
-            auroc = lambda y, p: macro_over_defined(roc_auc_score, y, p)  # noqa: E731
-            auprc = lambda y, p: macro_over_defined(average_precision_score, y, p)  # noqa: E731
-        else:
-            to_labels = _binary_labels
-            auroc = lambda y, p: roc_auc_score(y, p, average="macro")  # noqa: E731
-            auprc = lambda y, p: average_precision_score(y, p, average="macro")  # noqa: E731
-        return {
-            "auroc": auroc,
-            "auprc": auprc,
-            "balanced_accuracy": lambda y, p: _balanced_accuracy(y, to_labels(p), kind),
-            "f1": lambda y, p: f1_score(y, to_labels(p), average="macro" if kind != "binary" else "binary", zero_division=0),
-        }
+        return classification_metrics(self.kind)
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
         if self.kind == "binary":
@@ -156,6 +143,38 @@ class ClassificationTask(ProbeTask):
         y = self._columns(frame, [f"y_{t}" for t in self.spec.targets]).astype(int)
         p = self._columns(frame, [f"p_{t}" for t in self.spec.targets]).astype(float)
         return (y[:, 0], p[:, 0]) if self.kind == "binary" else (y, p)
+
+
+def classification_metrics(kind: str) -> dict[str, Batched]:
+    """AUROC, AUPRC, balanced accuracy and F1 for ``kind`` (binary, multiclass, multilabel).
+
+    Each is a plain ``metric(y, pred)`` (scikit-learn) that the bootstrap can also score on all
+    resamples at once (the matching kernel of :mod:`ctbench.weighted_metrics`)."""
+    if kind == "multiclass":
+        to_labels = _multiclass_labels
+        auroc = Batched(lambda y, p: macro_over_defined(roc_auc_score, one_hot(y, p.shape[1]), p),
+                        lambda y, p, c: wm.macro_auroc(one_hot(y, p.shape[1]), p, c))
+        auprc = Batched(lambda y, p: macro_over_defined(average_precision_score, one_hot(y, p.shape[1]), p),
+                        lambda y, p, c: wm.macro_average_precision(one_hot(y, p.shape[1]), p, c))
+    elif kind == "multilabel":
+        to_labels = _binary_labels
+        auroc = Batched(lambda y, p: macro_over_defined(roc_auc_score, y, p), wm.macro_auroc)
+        auprc = Batched(lambda y, p: macro_over_defined(average_precision_score, y, p), wm.macro_average_precision)
+    else:
+        to_labels = _binary_labels
+        auroc = Batched(lambda y, p: roc_auc_score(y, p, average="macro"), wm.binary_auroc)
+        auprc = Batched(lambda y, p: average_precision_score(y, p, average="macro"), wm.binary_average_precision)
+    ba_kernel = wm.balanced_accuracy_multilabel if kind == "multilabel" else wm.balanced_accuracy
+    f1_kernel = {"binary": wm.f1_binary, "multiclass": wm.f1_macro_multiclass}.get(kind, wm.f1_macro_multilabel)
+    return {
+        "auroc": auroc,
+        "auprc": auprc,
+        "balanced_accuracy": Batched(lambda y, p: _balanced_accuracy(y, to_labels(p), kind),
+                                     lambda y, p, c: ba_kernel(y, to_labels(p), c)),
+        "f1": Batched(lambda y, p: f1_score(y, to_labels(p), average="macro" if kind != "binary" else "binary",
+                                            zero_division=0),
+                      lambda y, p, c: f1_kernel(y, to_labels(p), c)),
+    }
 
 
 def _align_classes(p: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:

@@ -11,7 +11,9 @@ from scipy.stats import pearsonr
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
 from ctbench import probes
+from ctbench import weighted_metrics as wm
 from ctbench.bootstrap import MetricFn
+from ctbench.metrics_batch import Batched
 from ctbench.registry import register_task
 from ctbench.task import ProbeTask
 
@@ -25,6 +27,17 @@ def pearson(y: np.ndarray, p: np.ndarray) -> float:
             raise ValueError("Pearson r is undefined for a constant column")
         rs.append(pearsonr(y2[:, j], p2[:, j]).statistic)
     return float(np.mean(rs))
+
+
+def regression_metrics() -> dict[str, Batched]:
+    """MAE, RMSE, R^2 and Pearson r (each averaged over targets): plain scikit-learn / scipy
+    metrics that the bootstrap can also score on all resamples at once."""
+    return {
+        "mae": Batched(mean_absolute_error, wm.mae),
+        "rmse": Batched(root_mean_squared_error, wm.rmse),
+        "r2": Batched(r2_score, wm.r2),
+        "pearson_r": Batched(pearson, wm.pearson),
+    }
 
 
 @register_task("regression")
@@ -41,21 +54,19 @@ class RegressionTask(ProbeTask):
     def suggest(self, trial, seed: int) -> dict:
         return probes.suggest(trial, probes.FAMILIES, "regressor")
 
+    def is_stochastic(self, params: dict) -> bool:
+        return probes.is_stochastic(params)
+
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         preds = []
         for s in seeds:
-            model = probes.build(params, "regressor", s)
+            model = probes.build(params, "regressor", s, X_train.shape[1])
             model.fit(X_train, y_train)
             preds.append(np.asarray(model.predict(X_eval)).reshape((len(X_eval),) + y_train.shape[1:]))
         return np.mean(preds, axis=0)
 
     def metrics(self) -> dict[str, MetricFn]:
-        return {
-            "mae": mean_absolute_error,
-            "rmse": root_mean_squared_error,
-            "r2": r2_score,
-            "pearson_r": pearson,
-        }
+        return regression_metrics()
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
         y2, p2 = y.reshape(len(y), -1), pred.reshape(len(pred), -1)

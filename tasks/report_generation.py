@@ -14,9 +14,10 @@ Protocol notes:
 - Search space (the same for every model, the engine gives the same number of trials):
   learning rate, width, depth (resampler and decoder layers) and epochs; everything else fixed.
 - Decoding: greedy by default, beam search with ``beam > 1``; the same for validation and test.
-- Seeds: strings cannot be averaged. The engine refits this probe with one seed (it is not an
-  ``mlp`` family); when given several, one model is fitted per seed and each case keeps the
-  consensus report (the candidate with the highest mean ROUGE-L to the other seeds' reports).
+- Seeds: the probe is a trained network, so it is stochastic (:meth:`ReportGenerationTask.is_stochastic`)
+  and the engine refits it with several seeds like every other trained head. Strings cannot be
+  averaged: one model is fitted per seed and each case keeps the consensus report (the
+  candidate with the highest mean ROUGE-L to the other seeds' reports).
 - Options (constructor, i.e. ``ctbench run --llm/--beam/--device``, else environment):
   ``llm`` / ``CTBENCH_REPORT_LLM`` = folder of a local Hugging Face causal LM (needs
   ``transformers``); ``beam`` / ``CTBENCH_REPORT_BEAM``; ``device`` / ``CTBENCH_REPORT_DEVICE``
@@ -108,6 +109,7 @@ class ReportGenerationTask(ProbeTask):
     category = "report-generation"
     uses_tokens = True
     run_options: frozenset[str] = frozenset({"llm", "beam", "device"})  # keywords the runner passes
+    probe_modules = ("ctbench.tasks.report_decoder", "ctbench.tasks.findings", "ctbench.tasks.text_metrics")
 
     def __init__(self, spec, dataset, llm: str | None = None, beam: int | None = None,
                  device: str | None = None) -> None:
@@ -156,6 +158,10 @@ class ReportGenerationTask(ProbeTask):
         out = np.empty(len(feats), dtype=object)
         out[:] = [pool_features(f) for f in feats]
         return out
+
+    def is_stochastic(self, params: dict) -> bool:
+        """Always: the seed draws the resampler's and decoder's initial weights and batch order."""
+        return True
 
     def suggest(self, trial, seed: int) -> dict:
         return {

@@ -22,7 +22,12 @@ Predicted class probabilities are interpolated trilinearly from the output grid'
 to every original voxel (``grid_sample`` through the composed affines, slab by slab) and the
 argmax is scored: Dice per class (per case, ignoring cases whose truth lacks the class, as MONAI's
 ``DiceMetric(ignore_empty=True)``, averaged over cases) and their macro mean over the foreground
-classes present in the ground truth.
+classes present in the ground truth (the main metric). Dice alone never sees a class predicted on a
+case whose truth lacks it, so false positives there are reported beside it, lower is better: per
+class, over the cases without the class, the false-positive case rate ``fp_rate_<class>`` (fraction
+of them with any voxel predicted as the class) and the mean false-positive volume ``fp_ml_<class>``
+(predicted voxels x the original voxel volume, |det| of the mask affine, in mL); ``fp_rate_macro``
+and ``fp_ml_macro`` average them over the foreground classes that have such cases.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ MAX_WEIGHT_RATIO = 5.0
 SOFT_TARGET_LABELS = 16  # label sets up to this size train on soft (distribution) targets
 BATCH_CASES = 1  # a case holds thousands of labelled cells: one case per optimiser step
 MAX_FINE_CELLS = 1 << 23  # the decoder's output grid is kept below this many cells per case
+FP_PREFIXES = ("fp_rate_", "fp_ml_")  # false-positive measures on cases without the class
 
 
 @dataclass(eq=False)
@@ -60,6 +66,15 @@ class MaskTarget:
     case_id: str
     path: Path
     _grids: dict = field(default_factory=dict, repr=False)
+    _voxel_ml: float | None = field(default=None, repr=False)
+
+    def voxel_ml(self) -> float:
+        """Volume of one original voxel in mL (|det| of the affine's 3x3 in mm^3 / 1000), read
+        from the header once: false-positive volumes are counted on these voxels."""
+        if self._voxel_ml is None:
+            _, affine = label_geometry(self.path)
+            self._voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+        return self._voxel_ml
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -127,6 +142,47 @@ def dice_macro(y: np.ndarray, pred: np.ndarray) -> float:
     if not seen.any():
         raise ValueError("no foreground label in these cases' ground truth")
     return float(np.mean(np.nanmean(table[:, seen], axis=0)))
+
+
+def false_positive_ml(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-case predicted volume in mL of every label on the cases whose truth lacks it
+    ``(n_cases, n_labels)`` (all of it is false positive); NaN where the truth holds the label."""
+    counts = [p.counts(t) for t, p in zip(y, pred)]
+    n = max(c.shape[1] for c in counts)
+    out = np.zeros((len(counts), n))
+    for i, (c, t) in enumerate(zip(counts, y)):
+        out[i, : c.shape[1]] = c[1] * t.voxel_ml()
+        out[i, : c.shape[1]][c[2] > 0] = np.nan
+    return out
+
+
+def _fp_of(label: int | None, rate: bool) -> MetricFn:
+    """False-positive case rate (``rate``) or mean volume (mL) of ``label`` over the cases
+    without it; ``label=None``: their mean over the foreground labels that have such cases."""
+
+    def fn(y: np.ndarray, pred: np.ndarray) -> float:
+        table = false_positive_ml(y, pred)
+        table = np.where(np.isnan(table), np.nan, table > 0) if rate else table
+        if label is not None:
+            col = table[:, label] if label < table.shape[1] else np.zeros(len(table))
+            if np.all(np.isnan(col)):
+                raise ValueError(f"every case holds label {label}: no false positive can be scored")
+            return float(np.nanmean(col))
+        table = table[:, 1:]
+        seen = ~np.all(np.isnan(table), axis=0)
+        if not seen.any():
+            raise ValueError("every case holds every foreground label: no false positive can be scored")
+        return float(np.mean(np.nanmean(table[:, seen], axis=0)))
+
+    return fn
+
+
+class _LowerIsBetter(frozenset):
+    """Metric names where smaller wins: its members and any name with one of ``FP_PREFIXES``
+    (the per-class false-positive measures, named after labels found only at run time)."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name.startswith(FP_PREFIXES) or frozenset.__contains__(self, name))
 
 
 def _dice_of(label: int) -> MetricFn:
@@ -237,6 +293,7 @@ class SegmentationTask(DenseTask):
     """Label maps from token grids (linear head or conv decoder), Dice on the original voxels."""
 
     category = "segmentation"
+    lower_is_better = _LowerIsBetter({"fp_rate_macro", "fp_ml_macro"})
 
     def __init__(self, spec, dataset, device: str | None = None) -> None:
         if len(spec.targets) != 1:
@@ -304,15 +361,21 @@ class SegmentationTask(DenseTask):
         return pred
 
     def metrics(self) -> dict[str, MetricFn]:
-        per_class = {f"dice_{name}": _dice_of(c) for c, name in sorted(self.label_names.items())}
-        return {"dice_macro": dice_macro, **per_class}
+        names = sorted(self.label_names.items())
+        out: dict[str, MetricFn] = {"dice_macro": dice_macro, **{f"dice_{n}": _dice_of(c) for c, n in names}}
+        out |= {"fp_rate_macro": _fp_of(None, rate=True), "fp_ml_macro": _fp_of(None, rate=False)}
+        for c, n in names:
+            out |= {f"fp_rate_{n}": _fp_of(c, rate=True), f"fp_ml_{n}": _fp_of(c, rate=False)}
+        return out
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
         table = dice_table(y, pred)
         cols = {"dice_macro": np.array([np.nanmean(r[1:]) if np.isfinite(r[1:]).any() else np.nan
                                         for r in table])}
+        fp = false_positive_ml(y, pred)
         for c, name in sorted(self.label_names.items()):
             cols[f"dice_{name}"] = table[:, c] if c < table.shape[1] else np.full(len(y), np.nan)
+            cols[f"fp_ml_{name}"] = fp[:, c] if c < fp.shape[1] else np.zeros(len(y))
         return cols
 
     def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:

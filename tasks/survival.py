@@ -1,7 +1,12 @@
 """Survival from embeddings: penalised Cox on PCA features and a deep-Cox MLP.
 
-Main metric Harrell's C-index; time-dependent AUC at the dataset's horizons; a Kaplan-Meier plot
-of the predicted high/low risk groups (split at the median risk) saved beside the result.
+Main metric Harrell's C-index; time-dependent AUC at the dataset card's horizons, else at the
+quartiles of the *training* split's event times (never the test split's); a Kaplan-Meier plot of
+the predicted high/low risk groups (split at the median risk) saved beside the result.
+
+Search space (dimension-free, as every shared space): penalised Cox on whitened PCA components
+keeping ``var_ratio`` of the standardised features' variance (at most :data:`MAX_PCA` components,
+the same cap for every model), with a per-component penalty; or a deep-Cox MLP.
 """
 
 from __future__ import annotations
@@ -24,11 +29,18 @@ from .survival_probes import DeepCox, PCACox
 MIN_EVENTS = 5
 
 
+def training_horizons(manifest: pd.DataFrame, time_col: str, event_col: str) -> tuple[float, ...]:
+    """Quartiles of the event times in the training split: test outcomes never shape a metric."""
+    train = manifest[(manifest["split"] == "train") & (manifest[event_col] == 1)]
+    return tuple(float(q) for q in np.quantile(train[time_col].dropna(), [0.25, 0.5, 0.75]))
+
+
 @register_task("survival")
 class SurvivalTask(ProbeTask):
     """Time-to-event targets (time, event) from embeddings (penalised Cox / deep-Cox probes)."""
 
     category = "survival"
+    probe_modules = ("ctbench.tasks.survival_probes", "ctbench.tasks.survival_metrics")
 
     def __init__(self, spec, dataset) -> None:
         dataset.require_columns(list(spec.targets))
@@ -44,9 +56,7 @@ class SurvivalTask(ProbeTask):
             )
         if (m[time_col].dropna() < 0).any():
             raise CTBenchError(f"survival task {spec.name!r}: column {time_col!r} has negative times")
-        self.horizons = tuple(spec.horizons) or tuple(
-            float(q) for q in np.quantile(m.loc[m[event_col] == 1, time_col], [0.25, 0.5, 0.75])
-        )
+        self.horizons = tuple(spec.horizons) or training_horizons(m, time_col, event_col)
         super().__init__(spec, dataset)
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
@@ -58,7 +68,7 @@ class SurvivalTask(ProbeTask):
         if family == "coxph":
             return {
                 "probe": family,
-                "pca_dim": trial.suggest_int("pca_dim", 2, 32, log=True),
+                "var_ratio": trial.suggest_float("var_ratio", 0.5, 0.99),
                 "penalizer": trial.suggest_float("penalizer", 1e-3, 10.0, log=True),
                 "l1_ratio": trial.suggest_float("l1_ratio", 0.0, 1.0),
             }
@@ -69,6 +79,10 @@ class SurvivalTask(ProbeTask):
             "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
             "epochs": trial.suggest_int("epochs", 50, 300, step=50),
         }
+
+    def is_stochastic(self, params: dict) -> bool:
+        """The deep-Cox MLP depends on its seed; PCA + Cox does not (fixed PCA solver seed)."""
+        return params["probe"] == "deepcox"
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         p = {k: v for k, v in params.items() if k != "probe"}

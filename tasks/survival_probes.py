@@ -12,18 +12,31 @@ from sklearn.preprocessing import StandardScaler
 from ctbench.threads import single_threaded
 
 
-class PCACox:
-    """Standardise -> PCA(k) -> lifelines ``CoxPHFitter(penalizer, l1_ratio)``."""
+MAX_PCA = 32  # components at most, whatever the embedding size (the same cap for every model)
 
-    def __init__(self, pca_dim: int, penalizer: float, l1_ratio: float) -> None:
-        self.pca_dim, self.penalizer, self.l1_ratio = pca_dim, penalizer, l1_ratio
+
+def pca_components(explained: np.ndarray, var_ratio: float, limit: int) -> int:
+    """The fewest leading components whose explained-variance ratios reach ``var_ratio``
+    (at least 1, at most ``limit``): a dimension-free choice of the PCA size."""
+    k = int(np.searchsorted(np.cumsum(explained), var_ratio - 1e-12) + 1)
+    return max(1, min(k, limit))
+
+
+class PCACox:
+    """Standardise -> whitened PCA keeping ``var_ratio`` of the variance -> lifelines
+    ``CoxPHFitter(penalizer, l1_ratio)``. Whitening gives every component unit variance, so the
+    penalty weighs each coefficient alike whatever the embedding's scale or size."""
+
+    def __init__(self, var_ratio: float, penalizer: float, l1_ratio: float) -> None:
+        self.var_ratio, self.penalizer, self.l1_ratio = var_ratio, penalizer, l1_ratio
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "PCACox":
-        k = max(1, min(self.pca_dim, X.shape[1], len(X) - 1))
         self.scaler = StandardScaler().fit(X)
-        self.pca = PCA(n_components=k, random_state=0).fit(self.scaler.transform(X))
-        Z = self.pca.transform(self.scaler.transform(X))
-        df = pd.DataFrame(Z, columns=[f"pc{i}" for i in range(k)])
+        Xs = self.scaler.transform(X)
+        limit = min(MAX_PCA, X.shape[1], len(X) - 1)
+        self.pca = PCA(n_components=limit, whiten=True, random_state=0).fit(Xs)
+        self.k = k = pca_components(self.pca.explained_variance_ratio_, self.var_ratio, limit)
+        df = self._frame(Xs)
         df["time"], df["event"] = y[:, 0], y[:, 1]
         self.cph = CoxPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio)
         self.cph.fit(df, duration_col="time", event_col="event")
@@ -31,9 +44,13 @@ class PCACox:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Log partial hazard (the linear predictor): higher = riskier."""
-        Z = self.pca.transform(self.scaler.transform(X))
-        df = pd.DataFrame(Z, columns=[f"pc{i}" for i in range(Z.shape[1])])
-        return np.asarray(self.cph.predict_log_partial_hazard(df), dtype=np.float64)
+        return np.asarray(self.cph.predict_log_partial_hazard(self._frame(self.scaler.transform(X))),
+                          dtype=np.float64)
+
+    def _frame(self, Xs: np.ndarray) -> pd.DataFrame:
+        """The ``k`` leading whitened components of standardised features."""
+        Z = self.pca.transform(Xs)[:, : self.k]
+        return pd.DataFrame(Z, columns=[f"pc{i}" for i in range(self.k)])
 
 
 def cox_partial_nll(risk, time, event):

@@ -86,3 +86,22 @@ def oracle_table(manifest, columns) -> dict[str, np.ndarray]:
     values = manifest[list(columns)].fillna(0).to_numpy(dtype=np.float64)
     values = (values - values.mean(0)) / (values.std(0) + 1e-9)
     return {Path(img).name: v for img, v in zip(manifest["image"], values)}
+
+
+class ConstantEncoder:
+    """The same embedding and token grid for every scan (a collapsed encoder): whatever the
+    probe, its predictions cannot depend on the case, so every metric must sit at chance. The
+    2^3 token grid spans the scan (its affine follows the scan's, so dense tasks can place it)."""
+
+    card = CARD.model_copy(update={"name": "test-constant", "embedding_dim": 8})
+
+    def __init__(self, weights: str = "random", device: str = "cpu") -> None:
+        self.weights_ref = WeightsRef(None, "random")
+        self.preprocessing_id = self.card.preprocessing_hash()
+
+    def encode(self, volume) -> Features:
+        shape = np.asarray(volume.shape[1:], dtype=np.float64)
+        scale = np.diag([*(shape / 2), 1.0])
+        scale[:3, 3] = (shape / 2 - 1) / 2  # token centres at the centres of the two halves
+        affine = np.asarray(volume.affine, dtype=np.float64) @ scale
+        return Features(np.full(8, 0.5, dtype=np.float32), np.ones((4, 2, 2, 2), dtype=np.float32), affine)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -95,9 +96,13 @@ def test_two_run_workers_share_one_study(small_phantom, tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     (name,) = optuna.get_all_study_names(storage)
     study = optuna.load_study(study_name=name, storage=storage)
-    # one budget for both workers: 12 trials (at most one extra per worker from the race)
-    assert 12 <= len(study.trials) <= 14
+    # one budget for both workers: exactly 12 completed trials; a trial that lost the race for
+    # the last places gave way before sampling anything
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 12
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t.state != TrialState.COMPLETE)
     results = [json.loads((tmp_path / f"r{i}" / "result.json").read_text()) for i in range(2)]
+    assert [r["probe"]["trials"] for r in results] == [12, 12]
     assert results[0]["probe"]["best_params"] == results[1]["probe"]["best_params"]
     assert results[0]["metrics"] == results[1]["metrics"]
 
@@ -106,6 +111,10 @@ class _ConstantTask:
     """A minimal probe task for the engine: predicts its one tuned parameter ``c``."""
 
     main_metric, direction = "neg_abs_error", "maximize"
+    spec = SimpleNamespace(name="constant")
+
+    def is_stochastic(self, params):
+        return False
 
     def suggest(self, trial, seed):
         return {"probe": "constant", "c": trial.suggest_float("c", 0.0, 1.0)}
@@ -134,37 +143,39 @@ def test_a_dead_workers_trial_goes_stale_and_does_not_use_up_the_budget(tmp_path
         study.optimize(_killed_mid_trial, n_trials=1)
     (dead,) = study.trials
     assert dead.state == TrialState.RUNNING
-    assert engine.budget_trials(study) == 1  # still running as far as anyone can tell
+    assert engine.budget_state(study) == (0, 1, 0)  # still running as far as anyone can tell
     time.sleep(2.2)  # > grace period (the database clock has whole seconds)
 
     split = Split(np.zeros((4, 1)), np.full(4, 0.25), np.arange(4), list("abcd"))
     study = engine.tune(_ConstantTask(), split, split, trials=3, seed=0, study_name="shared", storage=url)
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
-    assert engine.budget_trials(study) == 3  # three trials ran: the stale one is not counted
+    assert engine.budget_state(study) == (3, 0, 0)  # three trials ran: the stale one is not a failure
     retry = trials[1]  # queued again with the dead trial's parameters, and run first
     assert retry.params == dead.params and retry.system_attrs["retry_history"] == [0]
     assert [t.number for t in trials if t.state == TrialState.COMPLETE] == [1, 2, 3]
 
 
-def test_budget_counts_finished_running_and_unretried_failures():
-    """Without a stale trial the count is unchanged: every finished or running trial (the
-    in-memory default included), a retried stale trial only through its retry."""
+def test_budget_state_counts_completed_running_and_probe_failures():
+    """Completed and running trials of every worker count; a failed trial counts as a probe
+    failure only when the objective recorded why (not a stale trial of a dead worker, nor a
+    surplus trial)."""
     from optuna.distributions import FloatDistribution
 
     from ctbench import engine
 
     study = engine.open_study("memory", None, "maximize", seed=0)
     dist = {"c": FloatDistribution(0.0, 1.0)}
-    for state, value in ((TrialState.COMPLETE, 0.5), (TrialState.FAIL, None), (TrialState.PRUNED, None)):
-        study.add_trial(optuna.trial.create_trial(state=state, value=value, params={"c": 0.1}, distributions=dist))
+    for state, value, attrs in ((TrialState.COMPLETE, 0.5, {}), (TrialState.FAIL, None, {"failure": "x"}),
+                                (TrialState.FAIL, None, {}), (TrialState.FAIL, None, {"surplus": True})):
+        study.add_trial(optuna.trial.create_trial(state=state, value=value, params={"c": 0.1}, distributions=dist,
+                                                  user_attrs=attrs))
     study.ask(dist)  # running
     study.enqueue_trial({"c": 0.2})  # waiting: not counted
-    assert engine.budget_trials(study) == 4
-    study.add_trial(optuna.trial.create_trial(  # a retry of trial 1 (FAIL): trial 1 no longer counts
+    assert engine.budget_state(study) == (1, 1, 1)
+    study.add_trial(optuna.trial.create_trial(  # a retry of trial 1: trial 1 no longer counts as failed
         state=TrialState.COMPLETE, value=0.4, params={"c": 0.1}, distributions=dist,
         system_attrs={"failed_trial": 1, "retry_history": [1]}))
-    assert engine.budget_trials(study) == 4
+    assert engine.budget_state(study) == (2, 1, 0)
     engine.fail_stale_trials(study)  # in memory: no heartbeat, nothing changes
-    assert [t.state for t in study.trials][:4] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED,
-                                                   TrialState.RUNNING]
+    assert engine.budget_state(study) == (2, 1, 0)

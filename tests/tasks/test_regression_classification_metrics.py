@@ -38,7 +38,7 @@ def test_regression_probe_standardises_targets_on_train_only():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 5))
     y = 1000 + 50 * X[:, 0]  # large offset and scale: the probe must undo standardisation
-    pred = task.fit_predict({"probe": "linear", "alpha": 1e-3}, X[:60], y[:60], X[60:], [0])
+    pred = task.fit_predict({"probe": "linear", "alpha_per_dim": 1e-3}, X[:60], y[:60], X[60:], [0])
     assert np.abs(pred - y[60:]).max() < 1.0
 
 

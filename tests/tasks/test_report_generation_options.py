@@ -77,8 +77,8 @@ def test_default_options_keep_the_study_name_and_different_options_do_not_share_
     ds = _dataset()
     assert options_tag(_task()) is None and options_tag(_task(beam=1)) is None
     legacy = "|".join(["d", "1", "report-generation", SPEC.version, "test-histogram", "ab" * 8, "prep",
-                       ds.split_hash()[:16], "seed0", "frac1", f"protocol{PROTOCOL_VERSION}"])
-    assert study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, None) == legacy
+                       ds.split_hash()[:16], "seed0", "frac1", f"protocol{PROTOCOL_VERSION}", "code12ab"])
+    assert study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, None, "12ab") == legacy
     monkeypatch.setattr(rg, "check_llm_path", lambda path: None)  # no LM folder needed to name a study
     (tmp_path / "lm").mkdir()
     tags = {options_tag(_task(beam=2)), options_tag(_task(beam=3)), options_tag(_task(llm=str(tmp_path / "lm"))),
@@ -88,7 +88,7 @@ def test_default_options_keep_the_study_name_and_different_options_do_not_share_
     # one folder, one spelling: a relative or trailing-slash path names the same study
     monkeypatch.chdir(tmp_path)
     assert options_tag(_task(llm="lm/")) == options_tag(_task(llm=str(tmp_path / "lm")))
-    names = {study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, t) for t in tags}
+    names = {study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, t, "12ab") for t in tags}
     assert len(names) == 4 and all(n.startswith(legacy + "|opts") for n in names)
 
 
@@ -127,7 +127,8 @@ def test_cli_beam_and_device_reach_the_task_and_get_their_own_study_and_folder(
     assert result["config"]["task_options"] == {"beam": 2} and result["config"]["device"] == "cpu"
     assert result["task"]["options"]["beam"] == 2 and result["task"]["options"]["llm"] is None
     tag = result["task"]["options_tag"]
-    assert tag.startswith("opts") and result["probe"]["study"].endswith(f"|frac1|protocol{PROTOCOL_VERSION}|{tag}")
+    assert tag.startswith("opts") and result["probe"]["study"].endswith(
+        f"|frac1|protocol{PROTOCOL_VERSION}|code{result['probe']['code']}|{tag}")
     from ctbench.datasets import load_dataset_folder
 
     name = load_dataset_folder(small_phantom).card.name
@@ -146,6 +147,7 @@ def test_a_default_run_keeps_its_study_name_and_result_folder(small_phantom, tin
     study = result["probe"]["study"].split("|")
     assert study[:5] == [name, result["task"]["dataset_version"], "report-generation",
                          result["task"]["version"], "test-histogram"]
-    assert study[-3:] == ["seed0", "frac1", f"protocol{PROTOCOL_VERSION}"] and len(study) == 11
+    assert study[-4:] == ["seed0", "frac1", f"protocol{PROTOCOL_VERSION}", f"code{result['probe']['code']}"]
+    assert len(study) == 12
     assert result["config"]["task_options"] == {} and result["task"]["options_tag"] is None
     assert result["task"]["options"]["beam"] == 1

@@ -193,3 +193,58 @@ def test_multi_seed_refit_averages_the_seeds_probabilities(tmp_path):
         assert not np.allclose(a, b, atol=1e-2)
         np.testing.assert_allclose(both[case].probs.astype(np.float32), (a + b) / 2, atol=1e-3)
         np.testing.assert_array_equal(both[case].affine, single[0][case].affine)
+
+
+def _fp_cases(tmp_path):
+    """Three 4^3 cases on their own voxel sizes: A holds organ (1) and lesion (2), B the organ
+    only, C neither; a perfect predictor and a painter that also draws an 8-voxel lesion,
+    where the truth is background, on B and C."""
+    spacings = {"A": (1.0, 1.0, 1.0), "B": (2.0, 1.5, 3.0), "C": (1.0, 1.0, 1.0)}
+    y, perfect, painter = (np.empty(3, dtype=object) for _ in range(3))
+    for i, (name, sp) in enumerate(spacings.items()):
+        truth = np.zeros((4, 4, 4), np.uint8)
+        if name != "C":
+            truth[:2] = 1
+        if name == "A":
+            truth[2:, 2:, 2:] = 2
+        affine = np.diag([*sp, 1.0])
+        affine[:3, 3] = (-10.0, 5.0, 2.0)
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(truth, affine), str(path))
+        y[i] = seg.MaskTarget(name, path)
+        painted = truth.copy()
+        painted[2:, 2:, 2:] = 2  # background on B and C: the lesion is painted on every case
+        for out, labels in ((perfect, truth), (painter, painted)):
+            out[i] = seg.SegPrediction(np.eye(3, dtype=np.float16)[labels].transpose(3, 0, 1, 2), affine)
+    return y, perfect, painter
+
+
+def test_false_positives_on_cases_without_the_structure_are_reported(tmp_path):
+    """Dice ignores cases without a class, so painting it everywhere costs no Dice; the
+    false-positive rate and volume on those cases (lower is better) see it."""
+    from ctbench.bootstrap import bootstrap_metrics
+
+    y, perfect, painter = _fp_cases(tmp_path)
+    task = seg.SegmentationTask.__new__(seg.SegmentationTask)
+    task.label_names = {1: "organ", 2: "lesion"}
+    metrics = task.metrics()
+    score = {who: {n: fn(y, p) for n, fn in metrics.items()} for who, p in (("perfect", perfect), ("painter", painter))}
+    for name in ("dice_macro", "dice_organ", "dice_lesion"):
+        assert score["painter"][name] == score["perfect"][name] == 1.0
+    assert all(score["perfect"][f"fp_{m}_{c}"] == 0 for m in ("rate", "ml") for c in ("organ", "lesion", "macro"))
+    lesion_ml = (8 * 2.0 * 1.5 * 3.0 + 8 * 1.0) / 1000 / 2  # 8 voxels on B (9 mm^3) and C (1 mm^3)
+    assert score["painter"]["fp_rate_lesion"] == 1.0
+    assert score["painter"]["fp_ml_lesion"] == pytest.approx(lesion_ml)
+    assert score["painter"]["fp_rate_organ"] == 0.0  # C never shows organ
+    assert score["painter"]["fp_rate_macro"] == 0.5
+    assert score["painter"]["fp_ml_macro"] == pytest.approx(lesion_ml / 2)
+    # lower is better for every false-positive measure, the main metric keeps its direction
+    assert {"fp_rate_macro", "fp_ml_macro", "fp_rate_lesion", "fp_ml_organ"} <= {
+        n for n in metrics if n in seg.SegmentationTask.lower_is_better}
+    assert "dice_macro" not in seg.SegmentationTask.lower_is_better
+    # undefined (NaN) only where every case holds the class; per-case volumes in predictions.csv
+    est = bootstrap_metrics(metrics, y[:1], painter[:1], np.array(["a"]), n_boot=5, seed=0)
+    assert np.isnan(est["fp_rate_lesion"].value) and est["dice_macro"].value == 1.0
+    cols = task.prediction_columns(y, painter)
+    np.testing.assert_allclose(cols["fp_ml_lesion"], [np.nan, 0.072, 0.008])
+    np.testing.assert_allclose(cols["fp_ml_organ"], [np.nan, np.nan, 0.0])
