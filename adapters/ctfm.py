@@ -44,7 +44,9 @@ CARD = ModelCard(
     embedding_dim=512,
     token_dim=512,
     supervision="self-supervised",
-    pretraining_datasets=("Imaging Data Commons CT (148,000 scans)",),
+    # 148,000 CT scans of the Imaging Data Commons: the collection's normalised name, so that
+    # leaderboards flag tasks on datasets IDC holds (NSCLC-Radiomics, LIDC-IDRI/LUNA16, ...).
+    pretraining_datasets=("IDC",),
     input=InputSpec(
         orientation="SPL",
         spacing_mm="native (no resampling)",

@@ -2,10 +2,11 @@
 
 Every cell goes through ``ctbench.runner.run``, so features cached by one cell (or an earlier
 run) are reused by the next. A cell whose result file already exists at the path the runner
-would write, for the same training fraction, split hash and dataset version, is skipped unless
-``overwrite``; a cell that fails with a user error is recorded and the grid goes on. A task
-run with non-default options (e.g. ``CTBENCH_REPORT_BEAM``) gets the runner's ``-opts<hash>``
-folder suffix, so it neither replaces nor is skipped against a default-options result.
+would write, for the same training fraction, split hash, dataset version, trial budget and
+protocol version, is skipped unless ``overwrite``; a cell that fails with a user error is
+recorded and the grid goes on. A task run with non-default options (e.g.
+``CTBENCH_REPORT_BEAM``) gets the runner's ``-opts<hash>`` folder suffix, so it neither replaces
+nor is skipped against a default-options result.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import typer
 
 from .errors import CTBenchError
 from .paths import home
+from .provenance import PROTOCOL_VERSION
 from .results import RESULT_FILE, result_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,10 +104,13 @@ def task_options_tag(dataset: Dataset, cfg: RunConfig) -> str | None:
     return options_tag(task_cls(spec, dataset, **task_kwargs(task_cls, spec, dataclasses.replace(cfg, device="auto"))))
 
 
-def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_version: str) -> bool:
-    """True when ``path`` holds a valid result for the same training fraction, split hash and
-    dataset version: a result of another dataset folder with the same name, of an older
-    version or of other splits is not the result this cell would write."""
+def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_version: str, trials: int,
+                  protocol_version: str = PROTOCOL_VERSION) -> bool:
+    """True when ``path`` holds a valid result for the same training fraction, split hash,
+    dataset version, trial budget (``trials``; results that tuned nothing have none) and
+    protocol version: a result of another dataset folder with the same name, of an older
+    dataset version, of other splits, of another budget or of an older protocol is not the
+    result this cell would write, and would never be ranked with it."""
     if not path.is_file():
         return False
     from ctbench.leaderboards.schema import read_result
@@ -115,7 +120,9 @@ def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_ve
     except CTBenchError:
         return False  # unreadable or foreign: run the cell again and replace it
     return (existing.config.train_fraction == train_fraction and existing.split.hash == split_hash
-            and existing.task.dataset_version == dataset_version)
+            and existing.task.dataset_version == dataset_version
+            and existing.protocol_version == protocol_version
+            and (existing.probe is None or existing.trials_budget == trials))
 
 
 def bench(
@@ -141,8 +148,8 @@ def bench(
     ``tasks`` may be ``"all"`` (every task of the dataset). Results land at
     ``result_dir(out, dataset, task, model, weights_tag, seed, train_fraction, opts)`` (``opts``:
     the runner's ``opts<hash>`` for non-default task options), which is also where existing
-    results are looked for; one counts as done only for the same training fraction, split hash
-    and dataset version.
+    results are looked for; one counts as done only for the same training fraction, split hash,
+    dataset version, trial budget and protocol version.
     """
     from .datasets import open_dataset
     from .runner import RunConfig
@@ -208,7 +215,7 @@ def _run_cell(cfg: RunConfig, root: Path, ds: Dataset, overwrite: bool, tags: di
         if isinstance(opts, CTBenchError):
             raise opts
         path = result_file(cfg, root, ds.card.name, tag, opts)
-        if not overwrite and _already_done(path, cfg.train_fraction, split, ds.card.version):
+        if not overwrite and _already_done(path, cfg.train_fraction, split, ds.card.version, cfg.trials):
             return Cell(cfg.model, cfg.task, "skipped", path)
         written, result = runner(dataclasses.replace(cfg, out=str(path.parent)), progress=on_stage)
     except CTBenchError as e:

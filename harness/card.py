@@ -59,7 +59,12 @@ class ModelCard(BaseModel):
     embedding_dim: int = Field(gt=0)
     token_dim: int | None = Field(default=None, gt=0)
     supervision: Literal["self-supervised", "language", "supervised", "none"]
-    pretraining_datasets: tuple[str, ...] = ()
+    pretraining_datasets: tuple[str, ...] = Field(
+        default=(),
+        description="public names of the datasets or collections (e.g. 'CT-RATE', 'IDC', 'TCIA') the "
+                    "weights were pre-trained on; leaderboards flag a task whose dataset or one of its "
+                    "source collections is among them (names compared case- and punctuation-blind)",
+    )
     input: InputSpec
     weights: WeightsSpec = WeightsSpec()
 

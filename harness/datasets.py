@@ -49,7 +49,12 @@ class TaskSpec(BaseModel):
 
 
 class DatasetCard(BaseModel):
-    """Name, version, licence and task definitions of a dataset."""
+    """Name, version, licence and task definitions of a dataset.
+
+    ``collections``: the public names its images were published under (its own first, then the
+    collections holding them, e.g. LUNA16 -> LUNA16, LIDC-IDRI, TCIA, IDC). A model pre-trained
+    on any of them has seen these images: leaderboards flag it as contaminated.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +63,7 @@ class DatasetCard(BaseModel):
     licence: str
     description: str = ""
     source: str = ""
+    collections: tuple[str, ...] = ()
     tasks: tuple[TaskSpec, ...]
 
     def task(self, name: str) -> TaskSpec:
@@ -120,7 +126,7 @@ def load_dataset_folder(folder: Path) -> Dataset:
         raise CTBenchError(
             f"{card_path}: invalid dataset card at {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from None
-    manifest = _read_manifest(folder)
+    manifest_path, manifest = _read_manifest(folder)
     missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
     if missing:
         raise CTBenchError(f"{folder}: manifest lacks required column(s) {', '.join(missing)}")
@@ -132,15 +138,33 @@ def load_dataset_folder(folder: Path) -> Dataset:
         raise CTBenchError(f"{folder}: case_id {dup!r} appears more than once in the manifest")
     manifest["case_id"] = manifest["case_id"].astype(str)
     manifest["patient_id"] = manifest["patient_id"].astype(str)
+    check_patient_splits(manifest, manifest_path)
     return Dataset(card=card, manifest=manifest, root=folder)
 
 
-def _read_manifest(folder: Path) -> pd.DataFrame:
+def check_patient_splits(manifest: pd.DataFrame, path: Path) -> None:
+    """Refuse a manifest in which a patient spans several splits: scans of one patient in train
+    and test leak the patient into the evaluation (splits must be patient-level)."""
+    n_splits = manifest.groupby("patient_id", sort=True)["split"].nunique()
+    leaking = n_splits[n_splits > 1]
+    if len(leaking):
+        pid = leaking.index[0]
+        present = set(manifest.loc[manifest["patient_id"] == pid, "split"].astype(str))
+        splits = [s for s in SPLITS if s in present]
+        more = f" ({len(leaking) - 1} more patient(s) likewise)" if len(leaking) > 1 else ""
+        raise CTBenchError(
+            f"{path}: patient_id {pid!r} appears in splits {', '.join(splits)}{more}; every scan of a "
+            f"patient must be in one split (patient-level splits). Put all of that patient's rows in "
+            f"one split, or re-split with ctbench.splits.make_splits"
+        )
+
+
+def _read_manifest(folder: Path) -> tuple[Path, pd.DataFrame]:
     csv, parquet = folder / MANIFEST_FILE, folder / "manifest.parquet"
     if csv.is_file():
-        return pd.read_csv(csv)
+        return csv, pd.read_csv(csv)
     if parquet.is_file():
-        return pd.read_parquet(parquet)
+        return parquet, pd.read_parquet(parquet)
     raise CTBenchError(f"{folder}: no {MANIFEST_FILE} or manifest.parquet found")
 
 

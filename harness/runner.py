@@ -276,6 +276,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
             "name": spec.name, "category": spec.category, "version": spec.version,
             "targets": list(spec.targets), "main_metric": spec.main_metric, "direction": task.direction,
             "dataset": dataset.card.name, "dataset_version": dataset.card.version,
+            "dataset_collections": list(dataset.card.collections),
             "kind": getattr(task, "kind", None), "horizons": list(getattr(task, "horizons", ())),
             **({"options": task.options(), "options_tag": opts} if hasattr(task, "options") else {}),
         },

@@ -1,10 +1,12 @@
 """Assemble a leaderboard from result files: tables with tie-aware ranks, mean ranks, curves.
 
 Results are ranked together only when they share dataset, task, task version, split hash,
-protocol version and task options (``task.options_tag``: a run with non-default options, e.g.
-``--beam 2``, trained another probe). A task whose results span several of these gets one table
-each (never one mixed ranking); the table with default options, then the most models, then the
-newest counts towards mean ranks and the others carry a note saying why they stand apart.
+protocol version, task options (``task.options_tag``: a run with non-default options, e.g.
+``--beam 2``, trained another probe), dataset version and trial budget. A task whose results
+span several of these gets one table each (never one mixed ranking); the table with default
+options, then the most models, then the newest counts towards mean ranks and the others carry a
+note saying how they differ from it. One model is better than another when the paired bootstrap
+95% interval of their difference, oriented so that positive is better, lies entirely above zero.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from ctbench.bootstrap import patient_resamples
 from ctbench.errors import CTBenchError
 from ctbench.provenance import PROTOCOL_VERSION, ctbench_version, git_sha
 
-from .collect import BoardKey, Entry, collect, contaminated, row_labels
-from .paired import align, model_draws, paired_difference, same_targets
+from .collect import BoardKey, Entry, collect, contamination, row_labels
+from .paired import Difference, align, model_draws, paired_difference, same_targets
 from .ranking import RANK_RULE, display_order, mean_ranks, point_ranks, significance_ranks
 from .scoring import can_score, make_scorer
 
@@ -53,12 +55,14 @@ class Row:
     metrics: dict[str, Cell]
     better_than: list[str]
     provenance: dict[str, Any]
+    contaminated_by: list[str] = field(default_factory=list)  # pre-training names that overlap
 
 
 @dataclass
 class Table:
-    """One ranked table: results sharing dataset, task, version, split hash, protocol and task
-    options (``options_tag`` None: the task's default options)."""
+    """One ranked table: results sharing dataset, task, version, split hash, protocol, task
+    options (``options_tag`` None: the task's default options), dataset version and trial budget
+    (``trials``: Optuna trials per model; None where nothing was tuned, e.g. retrieval)."""
 
     dataset: str
     task: str
@@ -80,11 +84,18 @@ class Table:
     km: list[tuple[str, str]] = field(default_factory=list)  # (row label, file path)
     options_tag: str | None = None
     options: dict[str, Any] | None = None  # the task options of these results, as recorded
+    trials: int | None = None
+    dataset_version: str | None = None
 
     @property
     def slug(self) -> str:
+        """``dataset--task[--opts]``; a non-primary table adds what sets it apart (task version,
+        split, protocol, trial budget, dataset version) so that every slug is unique."""
         base = f"{self.dataset}--{self.task}" + (f"--{self.options_tag}" if self.options_tag else "")
-        return base if self.primary else f"{base}--v{self.version}-{self.split_hash[:8]}-p{self.protocol_version}"
+        if self.primary:
+            return base
+        return (f"{base}--v{self.version}-{self.split_hash[:8]}-p{self.protocol_version}"
+                + _budget_suffix(self.trials, self.dataset_version))
 
     @property
     def title(self) -> str:
@@ -100,8 +111,9 @@ class Curve:
     task: str
     main_metric: str
     series: dict[str, list[dict[str, float | None]]]
-    slug: str = ""  # the slug of the table on the same task, version, split, protocol and options
+    slug: str = ""  # the slug of the table on the same task, version, split, protocol, options, budget
     options_tag: str | None = None
+    trials: int | None = None
 
     @property
     def title(self) -> str:
@@ -135,7 +147,7 @@ def build_board(source: Path | str | list[Entry], n_boot: int = 1000, seed: int 
         groups[e.board_key].append(e)
     tables: dict[BoardKey, Table] = {}
     curves: dict[BoardKey, Curve] = {}
-    for key in sorted(groups):
+    for key in sorted(groups, key=BoardKey.sort_key):
         full = [e for e in groups[key] if e.train_fraction == 1.0]
         if full:
             tables[key] = _table(full, labels, root, n_boot, seed)
@@ -144,11 +156,18 @@ def build_board(source: Path | str | list[Entry], n_boot: int = 1000, seed: int 
             curves[key] = curve
     _mark_primary(list(tables.values()))
     for key, curve in curves.items():
-        opts = f"--{key[5]}" if key[5] else ""
-        curve.slug = tables[key].slug if key in tables else f"{key[0]}--{key[1]}{opts}--{key[3][:8]}-fractions"
+        opts = f"--{key.options_tag}" if key.options_tag else ""
+        curve.slug = tables[key].slug if key in tables else (
+            f"{key.dataset}--{key.task}{opts}--{key.split_hash[:8]}{_budget_suffix(key.trials, key.dataset_version)}"
+            "-fractions")
     tables, curves = list(tables.values()), list(curves.values())
     ranks = mean_ranks([(r.label, t.category, r.rank) for t in tables if t.primary for r in t.rows])
     return Board(tables, ranks, curves, _provenance(entries, n_boot, seed))
+
+
+def _budget_suffix(trials: int | None, dataset_version: str | None) -> str:
+    """``-t20-d1``: trial budget and dataset version for slugs (left out where unknown)."""
+    return (f"-t{trials}" if trials is not None else "") + (f"-d{dataset_version}" if dataset_version else "")
 
 
 def _by_label(entries: list[Entry], labels: dict, notes: list[str]) -> dict[str, list[Entry]]:
@@ -205,20 +224,21 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
     for i in order:
         k, es = names[i], rows_in[names[i]]
         r = es[-1].result
+        overlap = sorted({name for e in es for name in contamination(e)})
         rows.append(Row(
             label=k, model=r.model.tag, weights_tag=es[-1].weights_tag, weights_sha256=r.model.weights.sha256,
-            random_init=r.model.weights.random_init, contaminated=any(contaminated(e) for e in es),
+            random_init=r.model.weights.random_init, contaminated=bool(overlap),
             seeds=[e.seed for e in es], rank=ranks[i], tie_size=ranks.count(ranks[i]),
             main=cells[k][info.main_metric], metrics=cells[k],
             better_than=[names[j] for j in range(len(names)) if better[i, j]],
-            provenance=_row_provenance(es, root),
+            provenance=_row_provenance(es, root), contaminated_by=overlap,
         ))
     km = [(k, str(path)) for k, es in rows_in.items() if info.category == "survival"
           for path in [_km_file(es[0].folder)] if path is not None]
     return Table(info.dataset, info.name, info.version, info.category, info.main_metric, info.direction,
                  first.split.hash, first.protocol_version, rows, metric_names, tested, n_cases, n_patients,
                  n_boot, notes=notes, comparisons=comparisons, km=km, options_tag=info.options_tag,
-                 options=info.options)
+                 options=info.options, trials=first.trials_budget, dataset_version=info.dataset_version)
 
 
 def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
@@ -240,16 +260,29 @@ def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
                                f"the results were not computed on the same labels - re-run one of them")
     samples = patient_resamples(patients, n_boot, seed)
     draws = {k: model_draws(scorer.metric, y0, [p for _, p in fs], samples) for k, fs in arrays.items()}
-    sign = 1.0 if info.direction == "maximize" else -1.0
     better = np.zeros((len(names), len(names)), dtype=bool)
     comparisons = []
     for i, a in enumerate(names):
         for j in range(i + 1, len(names)):
             d = paired_difference(draws[a], draws[names[j]])
-            comparisons.append({"a": a, "b": names[j], **asdict(d), "covers_zero": d.covers_zero})
-            if not d.covers_zero:
-                better[i, j], better[j, i] = sign * d.value > 0, sign * d.value < 0
+            verdict = decide(d, info.direction)
+            comparisons.append({"a": a, "b": names[j], **asdict(d), "covers_zero": d.covers_zero,
+                                "verdict": verdict})
+            better[i, j], better[j, i] = verdict == 1, verdict == -1
     return significance_ranks(better), better, comparisons, draws, len(patients), len(set(patients))
+
+
+def decide(d: Difference, direction: str) -> int:
+    """1 when A is better than B, -1 when B is better, 0 when indistinguishable.
+
+    Decided from the interval, not the point: the paired 95% interval of A - B, oriented so that
+    positive means better (negated for a minimised metric), must lie entirely above zero for A
+    (entirely below for B). An undefined interval decides nothing.
+    """
+    lo, hi = (d.ci_low, d.ci_high) if direction == "maximize" else (-d.ci_high, -d.ci_low)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
 
 
 def _km_file(folder: Path) -> Path | None:
@@ -294,11 +327,26 @@ def _mark_primary(tables: list[Table]) -> None:
         for t in same[1:]:
             t.primary = False
             t.notes.append(
-                f"not ranked with the main {head.title} table (task version {head.version}, split "
-                f"{head.split_hash[:12]}, protocol {head.protocol_version}, "
-                f"{head.options_tag or 'default'} task options): results on another task version, split, "
-                f"protocol or task options are not comparable; excluded from mean ranks"
+                f"not ranked with the main {head.title} table: {'; '.join(_differences(head, t))}. Results "
+                f"with another task version, split, protocol, task options, dataset version or trial "
+                f"budget are not comparable; excluded from mean ranks"
             )
+
+
+def _differences(head: Table, t: Table) -> list[str]:
+    """``trial budget 50 here, 20 in the main table`` for every key field where ``t`` differs."""
+    def budget(n: int | None) -> str:
+        return "none (nothing tuned)" if n is None else f"{n} trials"
+
+    fields = [
+        ("task version", head.version, t.version),
+        ("split", head.split_hash[:12], t.split_hash[:12]),
+        ("protocol", head.protocol_version, t.protocol_version),
+        ("task options", head.options_tag or "default", t.options_tag or "default"),
+        ("dataset version", head.dataset_version or "unknown", t.dataset_version or "unknown"),
+        ("trial budget", budget(head.trials), budget(t.trials)),
+    ]
+    return [f"{name} {mine} here, {main} in the main table" for name, main, mine in fields if main != mine]
 
 
 def _curve(entries: list[Entry], labels: dict) -> Curve | None:
@@ -312,7 +360,8 @@ def _curve(entries: list[Entry], labels: dict) -> Curve | None:
     for (label, frac), es in sorted(cells.items()):
         c = _metric_cell(es, info.main_metric)
         series[label].append({"fraction": frac, "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high})
-    return Curve(info.dataset, info.name, info.main_metric, dict(series), options_tag=info.options_tag)
+    return Curve(info.dataset, info.name, info.main_metric, dict(series), options_tag=info.options_tag,
+                 trials=entries[0].result.trials_budget)
 
 
 def _provenance(entries: list[Entry], n_boot: int, seed: int) -> dict[str, Any]:

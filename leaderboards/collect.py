@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -13,9 +15,32 @@ from ctbench.results import RESULT_FILE
 
 from .schema import ResultFile, read_result
 
-#: Results that may be ranked together share all of these: dataset, task, task version, split
-#: hash, protocol and task-options tag ("" for default options; other options = another probe).
-BoardKey = tuple[str, str, str, str, str, str]
+
+class BoardKey(NamedTuple):
+    """What results ranked together share: another task version, split, protocol, task options
+    (``""``: defaults; other options = another probe), dataset version or trial budget (None:
+    nothing tuned) makes another table."""
+
+    dataset: str
+    task: str
+    version: str
+    split_hash: str
+    protocol: str
+    options_tag: str
+    dataset_version: str
+    trials: int | None
+
+    def sort_key(self) -> tuple:
+        """A total order (``trials`` may be None)."""
+        return (*self[:7], -1 if self.trials is None else self.trials)
+
+
+#: Other spellings of collection names, normalised (see :func:`normalise_name`) -> canonical.
+ALIASES = {
+    "imagingdatacommons": "idc", "nciimagingdatacommons": "idc",
+    "thecancerimagingarchive": "tcia", "cancerimagingarchive": "tcia",
+    "lung1": "nsclcradiomics",
+}
 
 
 @dataclass(frozen=True)
@@ -38,8 +63,8 @@ class Entry:
     @property
     def board_key(self) -> BoardKey:
         r = self.result
-        return (r.task.dataset, r.task.name, r.task.version, r.split.hash, r.protocol_version,
-                r.task.options_tag or "")
+        return BoardKey(r.task.dataset, r.task.name, r.task.version, r.split.hash, r.protocol_version,
+                        r.task.options_tag or "", r.task.dataset_version or "", r.trials_budget)
 
     @property
     def train_fraction(self) -> float:
@@ -111,7 +136,23 @@ def row_labels(entries: list[Entry]) -> dict[tuple[str, str], str]:
     return labels
 
 
+def normalise_name(name: str) -> str:
+    """Comparable form of a dataset or collection name: lower case, letters and digits only,
+    a few other spellings mapped (``NSCLC-Radiomics`` = ``nsclc radiomics``, ``Imaging Data
+    Commons`` = ``IDC``)."""
+    key = re.sub(r"[^0-9a-z]+", "", name.lower())
+    return ALIASES.get(key, key)
+
+
+def contamination(entry: Entry) -> list[str]:
+    """The model card's pre-training datasets/collections that are the task's dataset or one of
+    the collections it is drawn from (``task.dataset_collections``; files without it: the dataset
+    name only). Non-empty = the model may have seen the test images."""
+    task = entry.result.task
+    drawn_from = {normalise_name(n) for n in (task.dataset, *task.dataset_collections)} - {""}
+    return [d for d in entry.result.model.card.pretraining_datasets if normalise_name(d) in drawn_from]
+
+
 def contaminated(entry: Entry) -> bool:
-    """True when the model card lists the task's dataset among its pre-training data."""
-    name = entry.result.task.dataset.strip().lower()
-    return any(d.strip().lower() == name for d in entry.result.model.card.pretraining_datasets)
+    """True when the model was pre-trained on the task's dataset or a collection holding it."""
+    return bool(contamination(entry))

@@ -8,7 +8,7 @@ from .board import Board, Cell, Row, Table
 
 FLAG_LEGEND = {
     "random init": "random-initialisation control (no pre-trained weights)",
-    "contaminated": "the model card lists this task's dataset among its pre-training data",
+    "contaminated": "the model card lists this task's dataset, or a collection it is drawn from, among its pre-training data",
     "seeds": "mean over several probe seeds",
 }
 

@@ -59,7 +59,7 @@ def html_table(header: list[str], rows: list[list[str]], cls: str = "", row_clas
 
 def _flag_html(text: str, table: Table) -> str:
     kind = "contaminated" if text == "contaminated" else "random" if text == "random init" else ""
-    tip = f"{table.dataset} is among this model's pre-training datasets" if kind == "contaminated" else text
+    tip = f"{table.dataset} (or a collection it is drawn from) is among this model's pre-training data" if kind == "contaminated" else text
     return f'<span class="flag {kind}" title="{escape(tip)}">{escape(text)}</span>'
 
 
@@ -87,8 +87,9 @@ def task_table(table: Table) -> str:
 def task_section(table: Table, figs: dict[str, bytes], heading: str = "h2") -> str:
     """Heading, caption, ranked table, notes, figures and per-row provenance of one task."""
     title = fmt.heading(table)
+    budget = f"; probe budget {table.trials} Optuna trials per model" if table.trials is not None else ""
     parts = [f'<section id="{escape(table.slug)}"><{heading}>{escape(title)}</{heading}>',
-             f'<p class="caption">{escape(fmt.caption(table))}</p>', task_table(table),
+             f'<p class="caption">{escape(fmt.caption(table) + budget)}</p>', task_table(table),
              f'<p class="caption">{escape(fmt.tie_summary(table))}.</p>']
     parts += [f'<p class="note">{escape(n)}</p>' for n in table.notes]
     keys = [f"bars:{table.slug}", f"curve:{table.slug}", *(f"km:{table.slug}:{n}" for n in range(len(table.km)))]

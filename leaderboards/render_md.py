@@ -26,7 +26,8 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _task_section(table: Table, images: dict[str, str]) -> list[str]:
     out = [f"## {fmt.heading(table)}", ""]
-    out += [fmt.caption(table), "", md_table(fmt.table_header(table), fmt.table_cells(table)), ""]
+    budget = f"; probe budget {table.trials} Optuna trials per model" if table.trials is not None else ""
+    out += [fmt.caption(table) + budget, "", md_table(fmt.table_header(table), fmt.table_cells(table)), ""]
     out += [f"{fmt.tie_summary(table)}.", ""]
     out += [f"> {note}" for note in table.notes] + ([""] if table.notes else [])
     for key in (f"bars:{table.slug}", f"curve:{table.slug}", *(f"km:{table.slug}:{n}" for n in range(len(table.km)))):

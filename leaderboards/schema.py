@@ -10,7 +10,8 @@ Version history
   hash as a top-level ``split_hash`` string, no ``protocol_version`` (read as "0"), no
   ``task.direction`` (taken from the category's ``lower_is_better``), no
   ``model.weights.random_init`` (true when the sha256 is "random") and no ``predictions_file``.
-- 1: the runner's current output (``ctbench.runner.run``).
+- 1: the runner's current output (``ctbench.runner.run``). Optional fields added within version
+  1 (absent in older files of the same version): ``task.dataset_collections``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class TaskInfo(_Open):
     direction: Literal["maximize", "minimize"]
     dataset: str
     dataset_version: str | None = None
+    dataset_collections: tuple[str, ...] = ()  # the card's collections; absent in older files
     kind: str | None = None
     horizons: tuple[float, ...] = ()
     options: dict[str, Any] | None = None  # task settings that change the probe (tasks with options)
@@ -94,6 +96,7 @@ class SplitInfo(_Open):
 
 class ConfigInfo(_Open):
     seed: int = 0
+    trials: int | None = None
     train_fraction: float = Field(default=1.0, gt=0, le=1)
 
     @field_validator("train_fraction", mode="before")
@@ -122,6 +125,16 @@ class ResultFile(_Open):
     failures: list[dict[str, Any]] = []
     predictions_file: str = PREDICTIONS_FILE
     migrated_from_schema: int | None = None
+
+    @property
+    def trials_budget(self) -> int | None:
+        """The Optuna trials requested for the probe (``probe.trials_requested``, else the run's
+        ``config.trials``); None for results that tuned nothing (``probe`` null, e.g. retrieval).
+        Results of different budgets are never ranked together."""
+        if self.probe is None:
+            return None
+        requested = self.probe.get("trials_requested", self.config.trials)
+        return None if requested is None else int(requested)
 
     @field_validator("created")
     @classmethod

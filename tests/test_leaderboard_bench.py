@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from ctbench.bench import BenchEvent, bench, bench_command, parse_list
 from ctbench.datasets import DatasetCard, TaskSpec, open_dataset, write_card
 from ctbench.errors import CTBenchError
+from ctbench.provenance import PROTOCOL_VERSION
 from ctbench.results import result_dir
 from tests.test_leaderboard_fixtures import known_case, write_result_file
 
@@ -44,7 +45,7 @@ class FakeRunner:
         y, patients, scores = known_case(n_patients=20)
         path = write_result_file(Path(cfg.out).parent, cfg.model, y, scores["best"], patients, task=cfg.task,
                                  dataset="tiny", random_init=True, folder=Path(cfg.out),
-                                 train_fraction=cfg.train_fraction,
+                                 train_fraction=cfg.train_fraction, trials=cfg.trials, protocol=PROTOCOL_VERSION,
                                  split_hash=open_dataset(cfg.dataset).split_hash())  # as the runner
         return path, json.loads(path.read_text())
 
@@ -223,7 +224,7 @@ def test_bench_looks_where_the_real_runner_writes_non_default_options(small_phan
     assert tag.startswith("opts") and written.parent.name == f"seed0-{tag}"
     runner = FakeRunner()
     report = bench(["test-histogram"], ["report-generation", "classification"], str(small_phantom),
-                   weights="random", runner=runner)  # default root: $CTBENCH_HOME/results, as the runner
+                   weights="random", trials=1, runner=runner)  # default root: $CTBENCH_HOME/results, as the runner
     assert [c.status for c in report.cells] == ["skipped", "done"] and report.cells[0].path == written
     from ctbench.datasets import load_dataset_folder
 

@@ -43,12 +43,15 @@ def write_result_file(
     category: str = "classification", main_metric: str = "auroc", direction: str = "maximize",
     metrics: dict | None = None, n_boot: int = 10, created: str | None = None, folder: Path | None = None,
     sha: str | None = None, columns: dict | None = None, options: dict | None = None,
-    options_tag: str | None = None,
+    options_tag: str | None = None, trials: int | None = 5, dataset_version: str = "1",
+    collections: tuple[str, ...] | None = None,
 ) -> Path:
     """One result folder as the runner lays it out; metrics computed from ``y``/``p`` when the
     category is classification, else taken from ``metrics`` (name -> value) with the prediction
     columns ``columns`` (default ``y_<target>``, ``p_<target>``). ``options``/``options_tag``
-    record task options as the runner does (the tag also suffixes the folder, ``seed0-opts...``)."""
+    record task options as the runner does (the tag also suffixes the folder, ``seed0-opts...``).
+    ``trials``: the probe's trial budget (None: no probe, as evaluation-only tasks write);
+    ``collections``: the dataset card's collections (None: left out, as older runners did)."""
     patients = np.asarray(patients).astype(str)
     case_ids = [f"case{i:04d}" for i in range(len(patients))]
     preds = pd.DataFrame({"case_id": case_ids, "patient_id": patients})
@@ -65,8 +68,8 @@ def write_result_file(
     wsha = "random" if random_init else (sha or sha_of(model))
     card = CARD.model_dump(mode="json") | {"name": model, "pretraining_datasets": list(pretraining)}
     config = {"model": model, "task": task, "dataset": dataset, "weights": "random" if random_init else "auto",
-              "trials": 5, "seed": seed, "device": "cpu", "out": None, "strict": False, "variant": None,
-              "storage": None, "n_boot": n_boot}
+              "trials": 5 if trials is None else trials, "seed": seed, "device": "cpu", "out": None,
+              "strict": False, "variant": None, "storage": None, "n_boot": n_boot}
     if train_fraction is not None:
         config["train_fraction"] = train_fraction
     result = {
@@ -76,10 +79,13 @@ def write_result_file(
                   "weights": {"choice": config["weights"], "sha256": wsha, "random_init": random_init, "path": None},
                   "preprocessing_id": "abc"},
         "task": {"name": task, "category": category, "version": task_version, "targets": list(targets),
-                 "main_metric": main_metric, "direction": direction, "dataset": dataset, "dataset_version": "1",
-                 **({"options": options, "options_tag": options_tag} if options is not None else {})},
+                 "main_metric": main_metric, "direction": direction, "dataset": dataset,
+                 "dataset_version": dataset_version,
+                 **({"options": options, "options_tag": options_tag} if options is not None else {}),
+                 **({"dataset_collections": list(collections)} if collections is not None else {})},
         "split": {"hash": split_hash, "counts": {"test": len(case_ids)}, "patients": {"test": len(set(patients))}},
-        "probe": {"best_params": {}, "trials": 5}, "metrics": estimates,
+        "probe": None if trials is None else {"best_params": {}, "trials": trials, "trials_requested": trials},
+        "metrics": estimates,
         "bootstrap": {"resamples": n_boot, "level": 0.95, "unit": "patient"},
         "timings": {}, "environment": {"python": "3"}, "failures": [], "excluded_without_target": 0,
     }

@@ -221,3 +221,36 @@ def test_study_names_carry_the_probe_code(small_phantom, tmp_path, monkeypatch):
     assert probe_code_hash(task) == first  # same source, same fingerprint
     copy.write_text(copy.read_text() + "\n# edited\n")
     assert probe_code_hash(task) != first
+
+
+@pytest.mark.parametrize("task", ["localisation", "segmentation", "report-generation"])
+def test_a_constant_encoder_scores_chance_on_dense_and_text_tasks(small_phantom, tmp_path, monkeypatch, capsys,
+                                                                   task):
+    """The same tokens for every scan: a report generator writes one report for all; a dense
+    head only knows where the scan lies (its token grid's world positions), so it can learn a
+    position prior at best, which scores no better than that prior computed here without any
+    model: each scan's centre plus the training cases' mean offset of the lesion from it."""
+    import ctbench.engine as engine
+
+    monkeypatch.setattr(engine, "N_PROBE_SEEDS", 1)
+    result = _run(monkeypatch, capsys, small_phantom, tmp_path / task, "test-constant", task, 1,
+                  "--train-fraction", "0.5")
+    m, preds = result["metrics"], pd.read_csv(tmp_path / task / "predictions.csv")
+    if task == "report-generation":
+        assert preds["p_report"].nunique() == 1
+        assert m["finding_f1"]["ci_low"] <= m["finding_f1"]["value"] <= m["finding_f1"]["ci_high"]
+    elif task == "localisation":
+        import nibabel as nib
+
+        manifest = pd.read_csv(small_phantom / "manifest.csv").set_index("case_id")
+        cols = ["lesion_x", "lesion_y", "lesion_z"]
+        img = {c: nib.load(str(small_phantom / p)) for c, p in manifest["image"].items()}
+        centre = {c: i.affine[:3, :3] @ ((np.array(i.shape) - 1) / 2) + i.affine[:3, 3] for c, i in img.items()}
+        train = manifest[(manifest["split"] == "train") & manifest[cols].notna().all(axis=1)]
+        offset = np.mean([train.loc[c, cols].to_numpy(float) - centre[c] for c in train.index], axis=0)
+        truth = preds[[f"y_{c}" for c in cols]].to_numpy()
+        prior = np.stack([centre[c] + offset for c in preds["case_id"]])
+        prior_error = np.linalg.norm(truth - prior, axis=1).mean()
+        assert m["centre_error_mm"]["value"] >= 0.9 * prior_error
+    else:
+        assert m["dice_macro"]["value"] < 0.3

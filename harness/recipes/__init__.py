@@ -99,7 +99,7 @@ def prepare(
         description=f"{recipe.title}. {built.description} Splits: {recipe.split_rule} Paths: "
                     "'image' is an absolute path into the downloaded folder (nothing copied); "
                     "files derived by the recipe are relative to this folder.",
-        tasks=recipe.tasks,
+        tasks=recipe.tasks, collections=recipe.collections,
     )
     atomic_write_text(dest / MANIFEST_FILE, manifest.to_csv(index=False))
     write_card(card, dest)
@@ -112,6 +112,8 @@ def prepare(
         "skipped": len(ctx.skipped),
         "skipped_examples": [{"id": i, "reason": r} for i, r in ctx.skipped[:20]],
         "warnings": ctx.warnings, "notes": built.notes,
+        "stratification": ctx.stratification or {
+            "by": None, "merged": [], "note": f"not stratified by ctbench: {recipe.split_rule}"},
     }
     atomic_write_text(dest / PROVENANCE_FILE, json.dumps(provenance, indent=2, default=str))
     return PrepareResult(dest, dataset, counts, list(ctx.skipped), list(ctx.warnings))

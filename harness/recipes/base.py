@@ -17,11 +17,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from ..datasets import TaskSpec
 from ..errors import CTBenchError
-from ..splits import make_splits
+from ..splits import Strata, holdout_fold, split_with_report
 
 Progress = Callable[[int, int], None]
 
@@ -38,6 +37,7 @@ class Context:
     progress: Progress | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    stratification: dict | None = None  # set by patient_splits/holdout, for prepare.json
 
     def error(self, message: str) -> CTBenchError:
         """A user error prefixed with the recipe's name."""
@@ -76,6 +76,10 @@ class Recipe:
     split_rule: str
     tasks: tuple[TaskSpec, ...]
     build: Callable[[Context], Prepared]
+    # Public names the images were published under, the dataset's own first, then the
+    # collections that hold them (TCIA, IDC, ...): the card's ``collections``, used to flag
+    # models pre-trained on any of them (leaderboard contamination).
+    collections: tuple[str, ...] = ()
 
 
 def snake(name: str) -> str:
@@ -163,32 +167,31 @@ def has_dicom(folder: Path) -> bool:
         return False
 
 
-def patient_splits(ctx: Context, df: pd.DataFrame, strata: pd.Series | None) -> np.ndarray:
-    """Seeded, stratified, patient-level 60/20/20 train/val/test of ``df``'s rows."""
+def patient_splits(ctx: Context, df: pd.DataFrame, strata: Strata, by: str | None = None) -> np.ndarray:
+    """Seeded, stratified, patient-level 60/20/20 train/val/test of ``df``'s rows.
+
+    ``strata``: one value per row, or one column per variable (rare combinations fall back to
+    their first columns, see :mod:`ctbench.splits`); ``by`` describes them in ``prepare.json``,
+    where the strata merged for being rarer than the folds are recorded.
+    """
     n = df["patient_id"].nunique()
     if n < 3:
         raise ctx.error(f"{n} usable patient(s) found; a train/val/test split needs at least 3 "
                         f"(download more of the dataset)")
-    return make_splits(df["patient_id"], strata, seed=ctx.seed).to_numpy()
+    splits, report = split_with_report(df["patient_id"], strata, seed=ctx.seed, by=by)
+    ctx.stratification = report.as_dict()
+    return splits.to_numpy()
 
 
-def holdout(patient_ids: pd.Series, strata: pd.Series | None, seed: int, fraction: float) -> np.ndarray:
+def holdout(ctx: Context, patient_ids: pd.Series, strata: Strata, fraction: float,
+            by: str | None = None) -> np.ndarray:
     """Boolean mask: rows of a seeded, stratified ``fraction`` of the patients (patient-level).
 
-    Strata too small to reach every fold fall back to a split by patient only, as
-    :func:`ctbench.splits.make_splits` does.
+    Strata too small to reach every fold are merged as in :func:`ctbench.splits.make_splits`;
+    what was merged is recorded for ``prepare.json``.
     """
-    groups = patient_ids.astype(str).to_numpy()
-    n_splits = min(max(2, round(1.0 / fraction)), len(set(groups)))
-    if n_splits < 2:
-        return np.zeros(len(groups), dtype=bool)
-    y = np.zeros(len(groups), dtype=int) if strata is None else pd.factorize(strata.astype(str))[0]
-    if np.bincount(y).min() < n_splits:
-        y = np.zeros_like(y)
-    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held = next(iter(cv.split(np.zeros(len(y)), y, groups)))
-    mask = np.zeros(len(groups), dtype=bool)
-    mask[held] = True
+    mask, report = holdout_fold(patient_ids, strata, ctx.seed, fraction, by=by)
+    ctx.stratification = report.as_dict()
     return mask
 
 

@@ -144,7 +144,8 @@ def build(ctx: Context) -> Prepared:
                                      *COLUMNS, "report"])
     train = df["official_split"] == "train"
     strata = df.loc[train, list(COLUMNS)].sum(axis=1).clip(upper=4)
-    val = holdout(df.loc[train, "patient_id"], strata, ctx.seed, VAL_FRACTION)
+    val = holdout(ctx, df.loc[train, "patient_id"], strata, VAL_FRACTION,
+                  by="number of positive labels (capped at 4)")
     df["split"] = "test"
     df.loc[train, "split"] = np.where(val, "val", "train")
     mapping = ", ".join(f"{c} = '{n}'" for n, c in zip(LABELS, COLUMNS))
@@ -182,4 +183,5 @@ RECIPE = Recipe(
                "number of positive labels, capped at 4); official validation set -> test.",
     tasks=TASKS,
     build=build,
+    collections=("CT-RATE",),
 )

@@ -67,8 +67,8 @@ def build(ctx: Context) -> Prepared:
     for col in ("covid_positive", "severe"):
         df[col] = df[col].astype("Int64")
     if not df.empty:
-        strata = df["covid_positive"].astype(str) + "/" + df["severe"].astype(str)
-        df.insert(3, "split", patient_splits(ctx, df, strata))
+        strata = df[["covid_positive", "severe"]]  # a rare pair falls back to covid_positive
+        df.insert(3, "split", patient_splits(ctx, df, strata, by="covid_positive/severe"))
     labs = "; ".join(f"{c} = {d}" for c, d in LABS.items())
     description = ("One CT volume per patient. covid_positive = SARS-CoV-2 PCR positive; severe "
                    "= morbidity Severe/Critically ill (1) vs Mild/Regular (0), empty for "
@@ -99,4 +99,5 @@ RECIPE = Recipe(
                "(covid_positive, severe).",
     tasks=TASKS,
     build=build,
+    collections=("iCTCF", "HUST-19"),
 )

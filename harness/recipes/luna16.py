@@ -104,4 +104,5 @@ RECIPE = Recipe(
     split_rule="official folds kept whole: subset0-7 train, subset8 val, subset9 test.",
     tasks=TASKS,
     build=build,
+    collections=("LUNA16", "LIDC-IDRI", "TCIA", "IDC"),
 )

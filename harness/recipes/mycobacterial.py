@@ -67,7 +67,7 @@ def build(ctx: Context) -> Prepared:
                      **{c: rec[c] for c in extra}})
     df = pd.DataFrame(rows)
     if not df.empty:
-        df["split"] = patient_splits(ctx, df, df["ntm"])
+        df["split"] = patient_splits(ctx, df, df["ntm"], by="ntm (the diagnosis)")
     description = "ntm = 1 for nontuberculous mycobacterial disease, 0 for tuberculosis."
     return Prepared(df, description)
 

@@ -113,7 +113,7 @@ def build(ctx: Context) -> Prepared:
     df = pd.DataFrame(rows)
     if not df.empty:
         df["event"] = df["event"].astype("Int64")
-        df["split"] = patient_splits(ctx, df, df["event"])
+        df["split"] = patient_splits(ctx, df, df["event"], by="event")
     description = ("One CT series (DICOM folder) per patient, the planning CT. time = "
                    "Survival.time in days, event = deadstatus.event (1 = death, 0 = censored); "
                    "clinical covariates age, sex, overall_stage, histology are kept as columns.")
@@ -138,4 +138,5 @@ RECIPE = Recipe(
                "the death event.",
     tasks=TASKS,
     build=build,
+    collections=("NSCLC-Radiomics", "TCIA", "IDC"),
 )

@@ -61,7 +61,7 @@ def build(ctx: Context) -> Prepared:
     df = pd.DataFrame(rows)
     if not df.empty:
         strata = quantile_bins(df["fvc_baseline"], 4)
-        df["split"] = patient_splits(ctx, df, strata)
+        df["split"] = patient_splits(ctx, df, strata, by="fvc_baseline quartile")
     description = ("One CT (DICOM folder) per patient. fvc_baseline = FVC (ml) of the record with "
                    "Weeks closest to 0 (the CT), earlier week on a tie; percent_baseline its "
                    "percent of predicted; baseline_week its Weeks.")
@@ -85,4 +85,5 @@ RECIPE = Recipe(
                "stratified by baseline-FVC quartile.",
     tasks=TASKS,
     build=build,
+    collections=("OSIC",),
 )

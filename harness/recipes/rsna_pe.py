@@ -69,7 +69,7 @@ def build(ctx: Context) -> Prepared:
     df.insert(0, "case_id", df["StudyInstanceUID"])
     df.insert(1, "patient_id", df["StudyInstanceUID"])
     if not df.empty:
-        df["split"] = patient_splits(ctx, df, df["pe_present"].astype(str))
+        df["split"] = patient_splits(ctx, df, df["pe_present"].astype(str), by="pe_present")
     description = ("One CTPA series (DICOM folder) per study; patient_id = StudyInstanceUID. "
                    "pe_present = 1 - negative_exam_for_pe, empty for indeterminate exams; "
                    "pe_on_any_image = max of pe_present_on_image; other exam labels are study "
@@ -94,4 +94,5 @@ RECIPE = Recipe(
                "seeded, stratified by pe_present.",
     tasks=TASKS,
     build=build,
+    collections=("RSNA-PE",),
 )

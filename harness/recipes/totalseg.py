@@ -141,4 +141,5 @@ RECIPE = Recipe(
     split_rule="official split column of meta.csv (train/val/test).",
     tasks=TASKS,
     build=build,
+    collections=("TotalSegmentator",),
 )
