@@ -34,10 +34,9 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from .bootstrap import Estimate, bootstrap_metrics
-from .probe_fit import FIT_ERRORS, FitResult, fit_quietly
+from .probe_fit import FIT_ERRORS, fit_quietly
 from .errors import CTBenchError
 from .task import ProbeTask
-from .threads import single_threaded
 
 N_PROBE_SEEDS = 3
 HEARTBEAT_INTERVAL_S = 60  # a running trial records a heartbeat this often (database storages)

@@ -35,7 +35,7 @@ class PCACox:
         Xs = self.scaler.transform(X)
         limit = min(MAX_PCA, X.shape[1], len(X) - 1)
         self.pca = PCA(n_components=limit, whiten=True, random_state=0).fit(Xs)
-        self.k = k = pca_components(self.pca.explained_variance_ratio_, self.var_ratio, limit)
+        self.k = pca_components(self.pca.explained_variance_ratio_, self.var_ratio, limit)
         df = self._frame(Xs)
         df["time"], df["event"] = y[:, 0], y[:, 1]
         self.cph = CoxPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio)

@@ -1,22 +1,10 @@
 """The command line: listings with --json, and user errors as one message without traceback."""
 
 import json
-import sys
 
 import pytest
 
-from ctbench.cli import main
-
-
-def _cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["ctbench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.cli_helpers import run_cli as _cli
 
 
 def test_models_json_lists_cards(monkeypatch, capsys):

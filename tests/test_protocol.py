@@ -2,14 +2,13 @@
 ``ctbench run`` command line with tuning on, on the small phantom."""
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ctbench.cli import main
 from ctbench.registry import MODELS
+from tests.cli_helpers import run_cli as _cli
 from tests.fakes import CARD, ConstantEncoder, HistogramEncoder
 
 if "test-constant" not in MODELS:
@@ -32,15 +31,6 @@ if "test-histogram-wide" not in MODELS:
     MODELS.register("test-histogram-wide")(WideHistogramEncoder)
 
 
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["ctbench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _run(monkeypatch, capsys, folder, out, model, task, trials=4, *extra) -> dict:
