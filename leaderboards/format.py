@@ -44,8 +44,16 @@ def flags(row: Row, table: Table) -> list[str]:
 
 
 def heading(table: Table) -> str:
-    """Task title, with version and split when the table stands apart from the main one."""
-    return table.title if table.primary else f"{table.title} (task v{table.version}, split {table.split_hash[:8]})"
+    """Task title; a table that stands apart from the main one adds what identifies it (task
+    and dataset version, split, protocol, trial budget), so no two headings are the same."""
+    if table.primary:
+        return table.title
+    parts = [f"task v{table.version}", f"split {table.split_hash[:8]}", f"protocol {table.protocol_version}"]
+    if table.dataset_version:
+        parts.insert(1, f"dataset v{table.dataset_version}")
+    if table.trials is not None:
+        parts.append(f"{table.trials} trials")
+    return f"{table.title} ({', '.join(parts)})"
 
 
 def direction_text(direction: str) -> str:

@@ -101,6 +101,10 @@ def test_other_budgets_and_dataset_versions_get_their_own_tables(tmp_path):
     assert "trial budget" not in version.notes[0].split(".")[0]  # only what differs is named
     assert {r["model"] for r in board.mean_ranks} == {"best", "twin-a"}
     assert len({t.slug for t in board.tables}) == 3
+    from ctbench.leaderboards.format import heading
+
+    assert len({heading(t) for t in board.tables}) == 3  # published pages are linked by heading
+    assert "50 trials" in heading(budget) and "dataset v2" in heading(version)
 
 
 def test_results_without_a_probe_have_no_budget(tmp_path):
