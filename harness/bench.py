@@ -280,4 +280,6 @@ def bench_command(
         raise typer.Exit(1)
 
 
-STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe"}
+#: display names of the runner's progress stages (``ctbench run`` and ``ctbench bench``)
+STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe",
+          "bootstrap": "bootstrap CIs"}

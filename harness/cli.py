@@ -17,8 +17,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark 3D
 console = Console()
 err = Console(stderr=True)
 
-STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe",
-          "bootstrap": "bootstrap CIs"}
 
 
 def _print_json(obj) -> None:
@@ -106,6 +104,7 @@ def run(
                                        "(default: $CTBENCH_REPORT_BEAM, else 1 = greedy)"),
 ) -> None:
     """Run one model on one task and print its test metrics with 95% CIs."""
+    from .bench import STAGES
     from .runner import RunConfig, run as run_one
 
     given = {"llm": llm, "beam": beam}  # task options: only those given travel to the task
