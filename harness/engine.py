@@ -11,17 +11,20 @@ Refit seeds: a stochastic probe (see :func:`refit_seeds`) is refitted with ``N_P
 consecutive seeds and the task's ``fit_predict`` combines their predictions; tuning trials use
 the run's seed alone.
 
-Shared studies: on a database storage every trial sends a heartbeat; a trial whose worker died
-(no heartbeat for ``HEARTBEAT_GRACE_S``) is failed and queued again with the same parameters, so
-it does not use up the trial budget (:func:`budget_trials`); after ``STALE_RETRIES`` retries it
-counts as a failed trial. The dead worker's trial is reclaimed only once ``HEARTBEAT_GRACE_S``
-(10 minutes) has passed since its last heartbeat: until then it still counts towards the budget
-as a running trial, so a worker that resumes the study sooner may end it with that trial never
-completed. In-memory studies (no storage) have no heartbeat.
+Shared studies: every trial records its worker (``host:pid``) and, on a database storage, sends a
+heartbeat. A trial whose worker died is failed and queued again with the same parameters, so it
+does not use up the trial budget (:func:`budget_state`); after ``STALE_RETRIES`` retries it stays
+failed. A worker of this machine is known dead at once (its process is gone: a run killed and
+started again goes on without waiting); one of another machine once it has sent no heartbeat
+for ``HEARTBEAT_GRACE_S`` (10 minutes), and until then its trial counts as running: the other
+workers wait for it rather than end the study short of its budget. In-memory studies (no
+storage) have neither.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 from contextlib import contextmanager
@@ -103,10 +106,39 @@ def _storage(url: str | None):
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail the running trials whose heartbeat is older than the grace period (their worker
-    died) and queue them again; a no-op for storages without a heartbeat."""
+    """Fail the running trials whose worker died and queue them again: a worker of this
+    machine whose process is gone at once (a run killed and started again does not wait), any
+    other when its heartbeat is older than the grace period (a no-op without a heartbeat)."""
     with _heartbeat_api():
         optuna.storages.fail_stale_trials(study)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if _dead_local_worker(trial.user_attrs.get("worker")):
+                try:
+                    study.tell(trial.number, state=TrialState.FAIL)
+                except (ValueError, RuntimeError):
+                    continue  # finished or failed meanwhile by another worker
+                _RETRY(max_retry=STALE_RETRIES)(study, study.get_trials(deepcopy=False)[trial.number])
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_local_worker(worker: str | None) -> bool:
+    """Whether ``worker`` (``host:pid``) is a process of this machine that no longer exists."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def max_failures(trials: int) -> int:
@@ -196,6 +228,7 @@ def tune(
     metric = task.metrics()[task.main_metric]
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
         if _is_surplus(study, trial.number, trials):
             trial.set_user_attr("surplus", True)
             raise _Surplus

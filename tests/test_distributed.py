@@ -179,3 +179,27 @@ def test_budget_state_counts_completed_running_and_probe_failures():
     assert engine.budget_state(study) == (2, 1, 0)
     engine.fail_stale_trials(study)  # in memory: no heartbeat, nothing changes
     assert engine.budget_state(study) == (2, 1, 0)
+
+
+def test_a_killed_runs_trial_is_retried_at_once_and_the_budget_completes(tmp_path):
+    """A run killed mid-trial (its process is gone) and started again: the dead trial is failed
+    and queued again without waiting for the heartbeat grace period, and the study ends with
+    exactly its budget of completed trials."""
+    import socket
+
+    from ctbench import engine
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    study = engine.open_study("killed", url, "maximize", seed=0)
+    trial = study.ask()
+    trial.suggest_float("c", 0.0, 1.0)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{dead.stdout.strip()}")
+    started = time.perf_counter()
+    split = Split(np.zeros((4, 1)), np.full(4, 0.25), np.arange(4), list("abcd"))
+    study = engine.tune(_ConstantTask(), split, split, trials=3, seed=0, study_name="killed", storage=url)
+    assert time.perf_counter() - started < 30  # not the 10-minute heartbeat grace
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    assert study.trials[1].params == study.trials[0].params  # the killed trial, run again
+    assert engine.budget_state(study) == (3, 0, 0)
