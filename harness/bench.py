@@ -23,6 +23,7 @@ from .errors import CTBenchError
 from .paths import home
 from .provenance import PROTOCOL_VERSION
 from .results import RESULT_FILE, result_dir
+from .writable import check_output_folders
 
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import Dataset
@@ -164,6 +165,7 @@ def bench(
     base = RunConfig(model="", task="", dataset=dataset, weights=weights, trials=trials, seed=seed, device=device,
                      strict=strict, variant=variant, storage=storage, n_boot=n_boot, train_fraction=train_fraction)
     root = Path(out).expanduser() if out else home() / "results"
+    check_output_folders(out, studies=storage is None)  # before any cell, not after the grid
     emit = progress or (lambda event: None)
     grid = [(m, t) for m in models for t in names]
     report, tags, split = BenchReport(), {}, ds.split_hash()

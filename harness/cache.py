@@ -4,23 +4,36 @@ Files are written atomically, so a killed extraction leaves only complete entrie
 extracts just what is missing. Token grids are read memory-mapped (zero-copy, read-only), so
 dense tasks over many cases hold only the pages they touch. The case part of the key is the sha256 of the image's bytes
 (of every file, for a DICOM folder), so renaming or moving a file does not invalidate features.
+
+An entry is checked before it is trusted (:meth:`FeatureCache.recover`, checks in
+:mod:`ctbench.cache_check`): a damaged file (cut short, overwritten) is moved aside as
+``<name>.corrupt-<UTC time>`` in its folder, never deleted, with a warning naming it, and the
+case is extracted again; valid entries are never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
+from .cache_check import CorruptEntry, check_entry
+from .errors import CTBenchError
 from .paths import home
 from .types import Features
+
+log = logging.getLogger("ctbench")
+CORRUPT_SUFFIX = ".corrupt-"
 
 
 def content_hash(path: Path, chunk: int = 1 << 22) -> str:
@@ -86,18 +99,91 @@ class FeatureCache:
         if feats.tokens is not None:
             tensors["tokens"] = torch.from_numpy(np.ascontiguousarray(feats.tokens))
             tensors["token_affine"] = torch.from_numpy(np.ascontiguousarray(feats.token_affine))
-        info = {"model": self.model, "weights": self.weights, "preprocessing": self.preprocessing}
-        info.update(meta or {})
+        info = {**self._expected(), **(meta or {})}
         target = self.path(case_key)
         with atomic_path(target) as tmp:
             # one metadata key holding sorted JSON: byte-identical files whichever process writes
             save_file(tensors, str(tmp), metadata={"ctbench": json.dumps(info, sort_keys=True)})
         return target
 
+    def _expected(self) -> dict[str, str]:
+        return {"model": self.model, "weights": self.weights, "preprocessing": self.preprocessing}
+
+    def problem(self, case_key: str) -> str | None:
+        """Why the entry of ``case_key`` cannot be trusted, or ``None`` when it is sound or absent."""
+        try:
+            with open(self.path(case_key), "rb") as fh:
+                check_entry(fh, self._expected())
+        except FileNotFoundError:
+            return None
+        except CorruptEntry as e:
+            return str(e)
+        return None
+
+    def recover(self, case_key: str) -> Path | None:
+        """Check the entry of ``case_key``; a damaged one is moved aside (warning naming both
+        paths) so the case is extracted again. Returns where it went, else ``None``.
+
+        The file is checked through one open handle and moved only while the path still names
+        that same file, so an entry another process just rewrote is left alone."""
+        path = self.path(case_key)
+        try:
+            with open(path, "rb") as fh:
+                try:
+                    check_entry(fh, self._expected())
+                    return None
+                except CorruptEntry as e:
+                    reason, checked = str(e), os.fstat(fh.fileno())
+        except FileNotFoundError:
+            return None
+        try:
+            now = path.stat()
+        except FileNotFoundError:
+            return None  # another process moved it first
+        if (now.st_ino, now.st_dev) != (checked.st_ino, checked.st_dev):
+            return None  # replaced meanwhile by a fresh write
+        dest = self.quarantine(path, reason)
+        if dest is not None:
+            log.warning(f"warning: cached features {path} are damaged: {reason}. Moved aside to {dest}; "
+                        "the case is re-extracted")
+        return dest
+
+    @staticmethod
+    def quarantine(path: Path, reason: str) -> Path | None:
+        """Move the damaged ``path`` (``reason``) to ``<name>.corrupt-<UTC time>`` beside it,
+        never over an existing file; ``None`` when it was already gone."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for n in range(1000):
+            dest = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{stamp}" + (f"-{n}" if n else ""))
+            if not dest.exists():
+                break
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise CTBenchError(f"cached features {path} are damaged ({reason}) and cannot be moved aside "
+                               f"({e.strerror}); delete that file, or make its folder writable") from None
+        return dest
+
     def get(self, case_key: str, tokens: bool = True) -> Features:
         """Load a cached entry; tokens only when asked for, as a read-only memory-mapped view
-        of the file (no copy: the OS pages them in when a task touches them)."""
+        of the file (no copy: the OS pages them in when a task touches them). An entry that
+        cannot be read is a ``CTBenchError`` naming the file; a damaged one is moved aside first,
+        so running the command again re-extracts it."""
         path = self.path(case_key)
+        try:
+            return self._load(path, tokens)
+        except (OSError, ValueError, KeyError, SafetensorError) as e:
+            if isinstance(e, (FileNotFoundError, PermissionError)):
+                raise CTBenchError(f"cannot read cached features {path}: {e}") from None
+            reason = self.problem(case_key) or f"{type(e).__name__}: {e}"
+            moved = self.quarantine(path, reason)
+            raise CTBenchError(f"cached features {path} are damaged: {reason}. Moved aside to {moved}; "
+                               "run the command again to re-extract the case") from None
+
+    @staticmethod
+    def _load(path: Path, tokens: bool) -> Features:
         with safe_open(str(path), framework="np") as f:
             has_tokens = tokens and "tokens" in set(f.keys())
             emb = f.get_tensor("embedding")

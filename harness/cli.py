@@ -12,11 +12,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import CTBenchError
+from .launch import DEBUG_ENV, DEBUG_FLAG, run_app, set_debug
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark 3D CT foundation models on frozen features.")
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmark 3D CT foundation models on frozen features.\n\nExit codes: 0 done; 1 failed "
+                       "(failed bench cells or adapter checks, cases extract could not extract) or an internal "
+                       "error; 2 a usage or user error (one message naming the fix); 130 interrupted.")
 console = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, DEBUG_FLAG, help=f"show Python tracebacks of errors (or set {DEBUG_ENV}=1)"),
+) -> None:
+    """Options of every command (exit codes and error display: :mod:`ctbench.launch`)."""
+    if debug:
+        set_debug(True)
 
 
 def _print_json(obj) -> None:
@@ -29,20 +41,22 @@ def models(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     from .registry import MODELS
 
     rows = []
-    for name in MODELS.names():
+    for name in MODELS.names():  # a broken plugin is one error row; the others are listed
         try:
             card = MODELS.get(name).card
             rows.append({"name": name, **card.model_dump(mode="json")})
         except CTBenchError as e:
             rows.append({"name": name, "error": str(e)})
     if as_json:
-        return _print_json(rows)
+        _print_json(rows)
+        _print_plugin_problems(MODELS)
+        return
     table = Table(title="ctbench models")
     for col in ("name", "params", "emb", "tokens", "supervision", "licence", "native input", "weights"):
         table.add_column(col, overflow="fold")
     for r in rows:
         if "error" in r:
-            table.add_row(r["name"], *[""] * 7)
+            table.add_row(r["name"], "[red]broken[/] (see below)", *[""] * 6)
             continue
         inp, w = r["input"], r["weights"]
         size = inp["spatial_size"] if isinstance(inp["spatial_size"], str) else "x".join(map(str, inp["spatial_size"]))
@@ -54,7 +68,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     console.print(table)
     for r in rows:
         if "error" in r:
-            err.print(f"[red]{r['name']}:[/] {r['error']}")
+            err.print(f"[red]{r['name']}:[/] {r['error']}", highlight=False, soft_wrap=True)
+    _print_plugin_problems(MODELS)
+
+
+def _print_plugin_problems(registry) -> None:
+    """Entry points left out of a listing (e.g. a name clash), one stderr line each."""
+    for problem in registry.problems:
+        err.print(f"[red]plugin left out:[/] {problem}", highlight=False, soft_wrap=True)
 
 
 def _short(text: str, width: int = 40) -> str:
@@ -67,17 +88,26 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="machine-readable o
     from .registry import TASKS
 
     rows = []
-    for name in TASKS.names():
-        cls = TASKS.get(name)
-        rows.append({"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0]})
+    for name in TASKS.names():  # a broken plugin is one error row; the others are listed
+        try:
+            doc = (TASKS.get(name).__doc__ or "").strip().splitlines()
+            rows.append({"name": name, "description": doc[0] if doc else ""})
+        except CTBenchError as e:
+            rows.append({"name": name, "error": str(e)})
     if as_json:
-        return _print_json(rows)
+        _print_json(rows)
+        _print_plugin_problems(TASKS)
+        return
     table = Table(title="ctbench task categories")
     table.add_column("name")
     table.add_column("description")
     for r in rows:
-        table.add_row(r["name"], r["description"])
+        table.add_row(r["name"], r.get("description", "[red]broken[/] (see below)"))
     console.print(table)
+    for r in rows:
+        if "error" in r:
+            err.print(f"[red]{r['name']}:[/] {r['error']}", highlight=False, soft_wrap=True)
+    _print_plugin_problems(TASKS)
 
 
 @app.command()
@@ -141,6 +171,7 @@ def extract(
     from .extract import extract as run_extract, shard
     from .devices import resolve_device
     from .runner import build_encoder
+    from .writable import check_output_folders
 
     rank = distributed.current()
     dev = distributed.rank_device(resolve_device(device), rank)
@@ -152,6 +183,7 @@ def extract(
         ds = open_dataset(dataset)
         if rank.is_main:
             distributed.barrier()
+        check_output_folders(results=False, studies=False)  # the feature cache, before any work
         encoder = build_encoder(model, weights, dev, variant)
         cases = shard(ds.manifest, rank.rank, rank.world)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -168,6 +200,8 @@ def extract(
         distributed.barrier()
     finally:
         distributed.finish()
+    if ex.failures:  # not every case was extracted: not what was asked
+        raise typer.Exit(1)
 
 
 def _print_result(result: dict, path) -> None:
@@ -186,6 +220,10 @@ def _print_result(result: dict, path) -> None:
     if result["failures"]:
         console.print(f"[yellow]{len(result['failures'])} case(s) failed and were skipped:[/]")
         for f in result["failures"][:10]:
+            console.print(f"  {f['case_id']}: {f['reason']}")
+    if result.get("warnings"):
+        console.print(f"[yellow]{len(result['warnings'])} warning(s) on implausible images (kept, recorded):[/]")
+        for f in result["warnings"][:10]:
             console.print(f"  {f['case_id']}: {f['reason']}")
     probe = result.get("probe") or {}
     if probe.get("trials_failed"):
@@ -218,30 +256,5 @@ app.add_typer(datasets_app, name="datasets")
 
 
 def main() -> None:
-    """Console entry point: user errors print one line, no traceback."""
+    """Console entry point: exit codes and error display as in :mod:`ctbench.launch`."""
     run_app(app)
-
-
-def run_app(typer_app: typer.Typer) -> None:
-    """Run a Typer app from the command line: a :class:`CTBenchError` prints one ``error:`` line
-    (exit 2), Ctrl-C says how to resume (exit 130), usage errors print click's message."""
-    try:
-        typer_app(standalone_mode=False)
-    except CTBenchError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise SystemExit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume (finished work is kept: cached "
-                  "features, checkpoints)")
-        raise SystemExit(130)
-    except typer.Exit as e:
-        raise SystemExit(e.exit_code)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            raise SystemExit(1)
-        raise

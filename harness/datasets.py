@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import CTBenchError
+from .safe_paths import is_identifier, slugify
 from .splits import SPLITS, split_hash
 
 Category = Literal[
@@ -30,6 +31,17 @@ Category = Literal[
 CARD_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.csv"
 REQUIRED_COLUMNS = ("case_id", "patient_id", "image", "split")
+ID_COLUMNS = ("case_id", "patient_id")  # read as text: "007" stays "007", never 7 or 7.0
+
+
+def _plain_name(value: str) -> str:
+    """Card and task names become result folder names: refuse anything but a plain identifier."""
+    if not is_identifier(value):
+        raise ValueError(
+            f"{value!r} is not a plain name; it becomes a result folder name, so use lower-case "
+            f"letters, digits, '.', '_' and '-' only (e.g. {slugify(value)!r})"
+        )
+    return value
 
 
 class TaskSpec(BaseModel):
@@ -46,6 +58,11 @@ class TaskSpec(BaseModel):
     horizons: tuple[float, ...] = ()
     description: str = ""
     label_names: dict[int, str] = Field(default_factory=dict)  # segmentation: label id -> name
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _plain_name(value)
 
 
 class DatasetCard(BaseModel):
@@ -65,6 +82,11 @@ class DatasetCard(BaseModel):
     source: str = ""
     collections: tuple[str, ...] = ()
     tasks: tuple[TaskSpec, ...]
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _plain_name(value)
 
     def task(self, name: str) -> TaskSpec:
         """The task called ``name``, or a clear error with the closest names."""
@@ -86,6 +108,14 @@ class Dataset:
     card: DatasetCard
     manifest: pd.DataFrame
     root: Path
+    source: Path | None = None  # the manifest file, for messages that tell the user what to fix
+
+    @property
+    def manifest_file(self) -> str:
+        """The manifest's path as messages name it (``manifest.csv`` when not loaded from disk)."""
+        if self.source is not None:
+            return str(self.source)
+        return str(self.root / MANIFEST_FILE) if self.root is not None else MANIFEST_FILE
 
     def resolve(self, value: str) -> Path:
         """Absolute path of a manifest path entry (``image``, ``mask``)."""
@@ -116,30 +146,72 @@ def write_card(card: DatasetCard, folder: Path) -> Path:
 def load_dataset_folder(folder: Path) -> Dataset:
     """Load a dataset folder holding ``dataset.json`` and ``manifest.csv`` (or ``.parquet``)."""
     folder = Path(folder).expanduser()
-    card_path = folder / CARD_FILE
-    if not card_path.is_file():
-        raise CTBenchError(f"{folder} is not a ctbench dataset: {CARD_FILE} is missing")
-    try:
-        card = DatasetCard.model_validate_json(card_path.read_text())
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise CTBenchError(
-            f"{card_path}: invalid dataset card at {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        ) from None
+    card = _read_card(folder / CARD_FILE)
     manifest_path, manifest = _read_manifest(folder)
     missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
     if missing:
-        raise CTBenchError(f"{folder}: manifest lacks required column(s) {', '.join(missing)}")
+        raise CTBenchError(f"{manifest_path}: manifest lacks required column(s) {', '.join(missing)}; its "
+                           f"header must name {', '.join(REQUIRED_COLUMNS)} (plus the task columns)")
+    if manifest.empty:
+        raise CTBenchError(f"{manifest_path}: the manifest has a header but no case; add one row per scan")
+    check_ids(manifest, manifest_path)
     bad = sorted(set(manifest["split"].astype(str)) - set(SPLITS))
     if bad:
-        raise CTBenchError(f"{folder}: unknown split value(s) {bad}; use {', '.join(SPLITS)}")
+        raise CTBenchError(f"{manifest_path}: unknown split value(s) {bad}; use {', '.join(SPLITS)}")
+    manifest["case_id"] = manifest["case_id"].astype(str)
+    manifest["patient_id"] = manifest["patient_id"].astype(str)
     if manifest["case_id"].duplicated().any():
         dup = manifest.loc[manifest["case_id"].duplicated(), "case_id"].iloc[0]
         raise CTBenchError(f"{folder}: case_id {dup!r} appears more than once in the manifest")
-    manifest["case_id"] = manifest["case_id"].astype(str)
-    manifest["patient_id"] = manifest["patient_id"].astype(str)
     check_patient_splits(manifest, manifest_path)
-    return Dataset(card=card, manifest=manifest, root=folder)
+    return Dataset(card=card, manifest=manifest, root=folder, source=manifest_path)
+
+
+def _read_card(path: Path) -> DatasetCard:
+    """Parse ``dataset.json``; any problem (missing, not UTF-8, not JSON, invalid field) is one
+    CTBenchError naming the file, the field and what to do."""
+    if not path.is_file():
+        raise CTBenchError(f"{path.parent} is not a ctbench dataset: {CARD_FILE} is missing")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CTBenchError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                           f"save the dataset card as UTF-8 JSON") from None
+    try:
+        return DatasetCard.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        msg = first["msg"].removeprefix("Value error, ")
+        if not where:  # not JSON at all
+            raise CTBenchError(f"{path}: not valid JSON ({msg}); fix the dataset card's syntax") from None
+        raise CTBenchError(f"{path}: invalid dataset card field {where!r}: {msg}") from None
+
+
+def check_ids(manifest: pd.DataFrame, path: Path) -> None:
+    """Refuse empty ``case_id``/``patient_id`` cells (pandas would name such a case "nan") and
+    case ids that cannot be file names: per-case outputs such as predicted masks are written as
+    ``<case_id>.nii.gz``, so a case id must not contain ``/`` or ``\\`` nor be ``.`` or ``..``.
+    Rows are numbered from 1 after the header."""
+    for col in ID_COLUMNS:
+        values = manifest[col]
+        empty = (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+        if empty.any():
+            i = int(empty.nonzero()[0][0])
+            more = f" ({int(empty.sum()) - 1} more row(s) likewise)" if empty.sum() > 1 else ""
+            raise CTBenchError(f"{path}: row {i + 1} (image {manifest['image'].iloc[i]!r}) has an empty "
+                               f"{col}{more}; every row needs a {col}: fill it in or remove the row")
+    for i, case in enumerate(manifest["case_id"].astype(str)):
+        if not safe_case_id(case):
+            fixed = slugify(case) if case.strip(".") == "" else case.replace("/", "_").replace("\\", "_")
+            raise CTBenchError(f"{path}: row {i + 1}: case_id {case!r} cannot be a file name (per-case files "
+                               f"such as predicted masks are named after it); rename the case without '/' "
+                               f"or '\\', not '.' or '..' (e.g. {fixed!r})")
+
+
+def safe_case_id(case: str) -> bool:
+    """Whether ``case`` can name a file inside a folder: no separators, NUL or '.'/'..'."""
+    return case.strip() != "" and case not in (".", "..") and not any(c in case for c in "/\\\0")
 
 
 def check_patient_splits(manifest: pd.DataFrame, path: Path) -> None:
@@ -160,11 +232,36 @@ def check_patient_splits(manifest: pd.DataFrame, path: Path) -> None:
 
 
 def _read_manifest(folder: Path) -> tuple[Path, pd.DataFrame]:
+    """The manifest (CSV first, else Parquet) as a frame, id columns as text; a file pandas
+    cannot decode is one CTBenchError naming it and the fix."""
     csv, parquet = folder / MANIFEST_FILE, folder / "manifest.parquet"
     if csv.is_file():
-        return csv, pd.read_csv(csv)
+        try:
+            return csv, pd.read_csv(csv, dtype={c: str for c in ID_COLUMNS})
+        except UnicodeDecodeError as e:
+            raise CTBenchError(f"{csv}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                               f"save the manifest as UTF-8 CSV (e.g. Excel's 'CSV UTF-8', or "
+                               f"iconv -f latin1 -t utf-8)") from None
+        except pd.errors.EmptyDataError:
+            raise CTBenchError(f"{csv}: the manifest is empty; it needs a header row ("
+                               f"{', '.join(REQUIRED_COLUMNS)}, task columns) and one row per scan") from None
+        except (pd.errors.ParserError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CTBenchError(f"{csv}: not a readable CSV ({first}); check its quoting and that every "
+                               f"row has as many fields as the header") from None
     if parquet.is_file():
-        return parquet, pd.read_parquet(parquet)
+        try:
+            frame = pd.read_parquet(parquet)
+        except ImportError:
+            raise CTBenchError(f"{parquet}: reading Parquet needs pyarrow; pip install pyarrow, or "
+                               f"provide {MANIFEST_FILE}") from None
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CTBenchError(f"{parquet}: not a readable Parquet file ({first}); re-write it "
+                               f"(e.g. DataFrame.to_parquet) or provide {MANIFEST_FILE}") from None
+        for col in (c for c in ID_COLUMNS if c in frame.columns):
+            frame[col] = frame[col].where(frame[col].isna(), frame[col].astype(str))
+        return parquet, frame
     raise CTBenchError(f"{folder}: no {MANIFEST_FILE} or manifest.parquet found")
 
 

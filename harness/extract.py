@@ -8,9 +8,11 @@ content-addressed, so ranks never collide and the cache equals a single-process 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -18,7 +20,7 @@ import torch
 
 from .cache import FeatureCache, content_hash
 from .datasets import Dataset
-from .errors import CTBenchError
+from .errors import CaseError, CTBenchError
 from .types import Encoder, Features
 
 Progress = Callable[[int, int], None]
@@ -33,6 +35,10 @@ class Extraction:
     failures: dict[str, str] = field(default_factory=dict)
     cached: int = 0
     extracted: int = 0
+    recovered: dict[str, str] = field(default_factory=dict)  # case_id -> damaged cache file moved aside
+    #: case_id -> why its image does not look like CT (readers.plausibility_warnings); the case is
+    #: still encoded, the reasons are kept with its cached features so cached runs report them too
+    warnings: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -58,6 +64,18 @@ def _reason(e: BaseException) -> str:
     return str(e) if isinstance(e, CTBenchError) else f"{type(e).__name__}: {e}"
 
 
+WARNINGS_KEY = "warnings"  # cache metadata: the image's plausibility warnings, newline-joined
+
+
+def _cached_warnings(path: Path) -> list[str]:
+    """Plausibility warnings stored with a cached entry (none for entries written without)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        info = json.loads((f.metadata() or {}).get("ctbench", "{}"))
+    return [w for w in str(info.get(WARNINGS_KEY, "")).split("\n") if w]
+
+
 class _CaseReader(torch.utils.data.Dataset):
     """Worker-side: resolve, hash, skip cached, read and prepare one case; never raises."""
 
@@ -69,22 +87,28 @@ class _CaseReader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[str, str | None, Any, str | None]:
-        from .readers import read_volume
+    def __getitem__(self, i: int) -> tuple[str, str | None, Any, str | None, str | None, list[str]]:
+        """(case_id, key, item or CACHED, error, where a damaged cache entry was moved aside,
+        plausibility warnings)."""
+        from .readers import plausibility_warnings, read_volume, require_regular
 
         case_id, image = self.rows[i]
-        key = None
+        key = moved = None
         try:
             path = self.dataset.resolve(image)
             if not path.exists():
                 raise CTBenchError(f"image {path} does not exist; fix the manifest's image column")
+            require_regular(path)  # before hashing: reading a FIFO or /dev/zero never ends
             key = content_hash(path)
+            found = self.cache.recover(key)  # a damaged entry is moved aside and re-extracted
+            moved = None if found is None else str(found)
             if self.cache.has(key):
-                return case_id, key, CACHED, None
+                return case_id, key, CACHED, None, moved, _cached_warnings(self.cache.path(key))
             volume = read_volume(path)
-            return case_id, key, self.prepare(volume) if self.prepare else volume, None
+            notes = plausibility_warnings(volume)
+            return case_id, key, self.prepare(volume) if self.prepare else volume, None, moved, notes
         except Exception as e:  # reported to the main process, recorded per case
-            return case_id, key, None, _reason(e)
+            return case_id, key, None, _reason(e), moved, []
 
 
 def _encoders(encoder: Encoder) -> tuple[Callable | None, Callable[[list], list[Features]]]:
@@ -142,8 +166,9 @@ def extract(
         if strict:
             if exc is not None and not isinstance(exc, CTBenchError):
                 raise exc
-            raise CTBenchError(f"case {case_id!r}: {reason} (run without --strict to skip it)")
+            raise CaseError(case_id, f"{reason} (run without --strict to skip it)")
         out.failures[case_id] = reason
+        out.warnings.pop(case_id, None)  # a failed case is reported as a failure only
 
     def tick(n: int) -> None:
         nonlocal done
@@ -161,7 +186,8 @@ def extract(
         for j, (case_id, key, item) in enumerate(pending):
             try:
                 f = feats[j] if feats is not None else encode_many([item])[0]
-                cache.put(key, f, {"case_id": case_id})
+                notes = out.warnings.get(case_id)
+                cache.put(key, f, {"case_id": case_id, **({WARNINGS_KEY: "\n".join(notes)} if notes else {})})
                 out.extracted += 1
                 keys[case_id] = key
             except Exception as e:
@@ -169,7 +195,11 @@ def extract(
         tick(len(pending))
         pending.clear()
 
-    for case_id, key, item, error in loader:
+    for case_id, key, item, error, moved, notes in loader:
+        if moved is not None:
+            out.recovered[case_id] = moved
+        if notes and error is None:
+            out.warnings[case_id] = list(notes)
         if error is not None:
             fail(case_id, error)
             tick(1)

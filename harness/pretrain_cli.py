@@ -123,8 +123,8 @@ def _run(cfg, run_dir: Path, device: str, resume: bool, stop_after: Optional[int
 
 
 def main() -> None:
-    """Stand-alone entry (``python -m voxelfm.train``): user errors print one line."""
-    from .cli import run_app
+    """Stand-alone entry (``python -m voxelfm.train``): exit codes as in :mod:`ctbench.launch`."""
+    from .launch import run_app
 
     app = typer.Typer(add_completion=False)
     app.command()(pretrain)

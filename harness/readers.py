@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import stat
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from .errors import CTBenchError
 
-__all__ = ["SUPPORTED", "read_volume", "validate_volume"]
+__all__ = ["SUPPORTED", "plausibility_warnings", "read_volume", "require_regular", "validate_volume"]
 
 log = logging.getLogger("ctbench")
 
@@ -39,6 +41,10 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # What nibabel / gzip / SimpleITK raise on unreadable files (truncated, garbage, wrong header).
 _CORRUPT = (OSError, EOFError, ValueError, zlib.error, RuntimeError, ImageFileError)
 _ITK_NOISE = re.compile(r"^(ITK ERROR: \w+\(0x[0-9a-f]+\): |sitk::ERROR: )")
+# What CT looks like (see plausibility_warnings): HU spans about [-1024, 3071]; voxels are a few mm
+MIN_HU_RANGE = 100.0
+NORMALISED = (-2.0, 2.0)
+SPACING_MM = (0.05, 20.0)  # plausible voxel size per axis: (low, high]
 
 
 def read_volume(path: str | Path) -> MetaTensor:
@@ -46,6 +52,7 @@ def read_volume(path: str | Path) -> MetaTensor:
     p = Path(path).expanduser()
     if not p.exists():
         raise CTBenchError(f"image not found: {p}; check the path and that the file was copied")
+    require_regular(p)
     if p.is_dir():
         return validate_volume(_read_dicom_dir(p), str(p))
     name = p.name.lower()
@@ -59,6 +66,65 @@ def read_volume(path: str | Path) -> MetaTensor:
         raise CTBenchError(f"unsupported image format: {p}; supported are {', '.join(SUPPORTED)}. "
                            f"Convert the image to one of these (e.g. NIfTI).")
     return validate_volume(vol, str(p))
+
+
+def require_regular(path: Path) -> None:
+    """Refuse an image that is not a regular file (a FIFO, device or socket would block or never
+    end a read: ``/dev/zero``, a named pipe); for a folder, check every entry a DICOM scan opens.
+    Symbolic links are followed: a link to a regular file is fine."""
+    entries = _entries(path)
+    for entry in entries:
+        try:
+            mode = os.stat(entry).st_mode
+        except FileNotFoundError:
+            if entry == path:
+                raise CTBenchError(f"image not found: {path}; check the path and that the file was copied") from None
+            continue  # a dangling link inside a DICOM folder: nothing to read (ITK skips it too)
+        except OSError as err:
+            raise CTBenchError(f"{entry}: cannot be read ({err.strerror}); check its permissions") from None
+        if stat.S_ISREG(mode) or (entry != path and stat.S_ISDIR(mode)):
+            continue
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        fix = (f"remove it from the DICOM folder {path}" if entry != path
+               else "point the manifest's image column at the image file itself")
+        raise CTBenchError(f"{entry} is {kind}, not an image file (reading it would block or never end); {fix}")
+
+
+def _entries(path: Path) -> list[Path]:
+    """``path`` itself, or the entries of the folder ``path`` (the files a DICOM scan opens)."""
+    if not path.is_dir():
+        return [path]
+    try:
+        return sorted(path.iterdir())
+    except OSError as err:
+        raise CTBenchError(f"{path}: cannot list the folder ({err.strerror}); check its permissions") from None
+
+
+def plausibility_warnings(vol: MetaTensor) -> list[str]:
+    """Why ``vol`` does not look like CT in Hounsfield units, if it does not (empty: plausible).
+
+    The rule: CT intensities span roughly [-1024, 3071] HU and any scan holds both air or fat
+    and soft tissue, so a volume whose values all lie within ``NORMALISED`` ([-2, 2]: rescaled
+    or normalised data) or span less than ``MIN_HU_RANGE`` HU (nearly constant) is flagged; so
+    is a voxel size outside ``SPACING_MM`` ((0.05, 20] mm per axis; e.g. metres written as mm).
+    These are warnings: the case is still encoded, the reasons are recorded with the result.
+    """
+    out = []
+    lo, hi = (float(v) for v in torch.aminmax(vol.as_tensor().float()))
+    if NORMALISED[0] <= lo and hi <= NORMALISED[1]:
+        out.append(f"intensities lie in [{lo:.3g}, {hi:.3g}]: normalised data, not Hounsfield units; "
+                   f"give the scan in HU (undo the normalisation, apply the rescale slope/intercept)")
+    elif hi - lo < MIN_HU_RANGE:
+        out.append(f"intensities span only {hi - lo:.3g} HU ([{lo:.4g}, {hi:.4g}]); CT spans about "
+                   f"[-1024, 3071] HU: check the export (rescale slope/intercept, windowing)")
+    spacing = np.linalg.norm(np.asarray(vol.affine, dtype=np.float64)[:3, :3], axis=0)
+    if np.any(spacing <= SPACING_MM[0]) or np.any(spacing > SPACING_MM[1]):
+        shown = ", ".join(f"{v:.4g}" for v in spacing)
+        out.append(f"voxel spacing ({shown}) mm is outside ({SPACING_MM[0]:g}, {SPACING_MM[1]:g}] mm; check "
+                   f"the header's units and pixel spacing")
+    return out
 
 
 def validate_volume(vol: MetaTensor, source: str) -> MetaTensor:

@@ -229,6 +229,9 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     task = task_cls(spec, dataset, **task_kwargs(task_cls, spec, cfg))
     if isinstance(task, EvalTask) and cfg.train_fraction != 1:
         raise CTBenchError(f"task {spec.name!r} trains nothing; --train-fraction does not apply")
+    from .writable import check_output_folders  # fail before the work, not after it
+
+    check_output_folders(cfg.out, studies=cfg.storage is None and not isinstance(task, EvalTask))
     device = resolve_device(cfg.device)
     opts = options_tag(task)
     encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant)
@@ -287,11 +290,13 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
         "bootstrap": {"resamples": cfg.n_boot, "level": 0.95, "unit": "patient"},
         "timings": {
             "extract_s": ex.seconds, "cases_extracted": ex.extracted, "cases_cached": ex.cached,
+            "cases_recovered": len(ex.recovered),  # damaged cache files moved aside and re-extracted
             **(scored.timings or {}),
             "total_s": (datetime.now(timezone.utc) - started).total_seconds(),
         },
         "environment": environment(device),
         "failures": [{"case_id": c, "reason": r} for c, r in ex.failures.items()],
+        "warnings": [{"case_id": c, "reason": r} for c, rs in ex.warnings.items() for r in rs],  # implausible images
         "excluded_without_target": int((~usable).sum()),
         "artifacts": artifacts,
     }

@@ -13,9 +13,18 @@ import numpy as np
 import pandas as pd
 
 from .bootstrap import MetricFn
-from .datasets import Dataset, TaskSpec
+from .datasets import ID_COLUMNS, Dataset, TaskSpec
 from .errors import CTBenchError
+from .target_checks import numbers_in
 from .types import Features
+
+
+def numeric_targets(task: "ProbeTask | EvalTask", rows: pd.DataFrame) -> None:
+    """The default target check: every target column except the id columns (which retrieval
+    lists as a target) holds numbers; empty cells are fine (those cases are left out)."""
+    for col in task.spec.targets:
+        if col not in ID_COLUMNS:
+            numbers_in(task.dataset, rows, col, f"{task.category} targets")
 
 
 class ProbeTask(ABC):
@@ -32,6 +41,7 @@ class ProbeTask(ABC):
         self.spec = spec
         self.dataset = dataset
         dataset.require_columns(list(self.required_columns()))
+        self.validate_targets(dataset.manifest)
         if spec.main_metric not in self.metrics():
             raise CTBenchError(
                 f"task {spec.name!r}: main metric {spec.main_metric!r} is not one of "
@@ -40,6 +50,14 @@ class ProbeTask(ABC):
 
     def required_columns(self) -> tuple[str, ...]:
         return self.spec.targets
+
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """Refuse target values this category cannot learn from, before any feature is extracted,
+        with one message naming the column, case, split, value and fix (see
+        :mod:`ctbench.target_checks`). Default: every target column holds numbers (empty cells
+        are fine: those cases are left out). Categories whose targets are text or file paths
+        (report generation, segmentation) override it; stricter categories add their rules."""
+        numeric_targets(self, rows)
 
     @property
     def main_metric(self) -> str:
@@ -121,6 +139,12 @@ class EvalTask(ABC):
         self.spec = spec
         self.dataset = dataset
         dataset.require_columns(list(spec.targets))
+        self.validate_targets(dataset.manifest)
+
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """As :meth:`ProbeTask.validate_targets`: by default every target column other than the
+        id columns holds numbers; categories add their rules."""
+        numeric_targets(self, rows)
 
     @property
     def main_metric(self) -> str:

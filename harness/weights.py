@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -58,6 +60,8 @@ def resolve_weights(card: ModelCard, choice: str | Path) -> WeightsRef:
         path = Path(choice).expanduser()
         if not path.is_file():
             raise CTBenchError(f"weights file {path} does not exist; pass an existing file")
+        if path.suffix == ".safetensors":
+            _check_safetensors(path)  # a bad file fails before any network is built
         return WeightsRef(path, sha256_file(path))
     local = cached_weights_path(card)
     if local is not None and local.is_file():
@@ -81,23 +85,65 @@ def _checked(path: Path, card: ModelCard) -> str:
     return digest
 
 
-def download_weights(card: ModelCard) -> WeightsRef:
-    """Fetch the card's file from the hub at its pinned revision into the local cache."""
-    try:
-        from huggingface_hub import hf_hub_download
+#: exception names (anywhere in the cause chain) meaning "the hub cannot be reached"
+_NO_NETWORK = {"ConnectError", "ConnectTimeout", "ConnectionError", "NetworkError", "TimeoutException",
+               "ReadTimeout", "OfflineModeIsEnabled", "LocalEntryNotFoundError", "gaierror", "timeout",
+               "TimeoutError", "ConnectionRefusedError", "ConnectionResetError", "MaxRetryError"}
 
-        got = hf_hub_download(
-            repo_id=card.weights.hub_repo,
-            filename=card.weights.filename,
-            revision=card.weights.revision,
-            repo_type=card.weights.hub_repo_type,
-            local_dir=home() / "weights" / card.name,
-        )
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set to a true value."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _is_connection_error(e: BaseException | None) -> bool:
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror)) or type(e).__name__ in _NO_NETWORK:
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _offline_error(card: ModelCard, why: str) -> CTBenchError:
+    target = cached_weights_path(card)
+    return CTBenchError(
+        f"cannot download weights for {card.name!r} from {card.weights.hub_repo} ({why}). Put "
+        f"{card.weights.filename} at {target} (e.g. run `ctbench weights pull {card.name}` on a machine "
+        f"with network and copy it there), or pass --weights PATH, or use --weights random"
+    )
+
+
+def _fetch(card: ModelCard) -> str:
+    """Download the card's file; one metadata request first, without retries, so that no
+    network fails in seconds instead of after the hub client's retry loop."""
+    import huggingface_hub as hub
+
+    spec = card.weights
+    url = hub.hf_hub_url(spec.hub_repo, spec.filename, repo_type=spec.hub_repo_type, revision=spec.revision)
+    hub.get_hf_file_metadata(url, timeout=10)
+    return hub.hf_hub_download(repo_id=spec.hub_repo, filename=spec.filename, revision=spec.revision,
+                               repo_type=spec.hub_repo_type, local_dir=home() / "weights" / card.name)
+
+
+def download_weights(card: ModelCard) -> WeightsRef:
+    """Fetch the card's file from the hub at its pinned revision into the local cache.
+
+    ``HF_HUB_OFFLINE=1`` is honoured before any network call, and the first connection error
+    fails at once; both errors name the local path where the file can be put instead."""
+    if hub_offline():
+        raise _offline_error(card, "HF_HUB_OFFLINE is set")
+    try:
+        got = _fetch(card)
     except Exception as e:  # network, auth, missing file: all user-fixable
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if _is_connection_error(e):
+            raise _offline_error(card, f"no connection: {reason}") from None
         raise CTBenchError(
             f"could not download weights for {card.name!r} from {card.weights.hub_repo} "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Download "
-            f"{card.weights.filename} yourself and pass --weights PATH, or use --weights random"
+            f"({reason}). Download {card.weights.filename} yourself and pass --weights PATH, or put it "
+            f"at {cached_weights_path(card)}, or use --weights random"
         ) from None
     target = cached_weights_path(card)
     assert target is not None
@@ -114,7 +160,10 @@ def load_state_dict(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # a pickle, garbage or a truncated file under that name
+            raise _not_safetensors(path, e) from None
     import torch
 
     try:
@@ -124,6 +173,30 @@ def load_state_dict(path: Path) -> dict:
             f"{path}: cannot be read as a tensor-only checkpoint ({type(e).__name__}); "
             f"ctbench never unpickles arbitrary objects - convert it to safetensors"
         ) from None
+
+
+def _check_safetensors(path: Path) -> None:
+    """Read the header of a ``.safetensors`` file (not its tensors), or raise a clear error."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            f.keys()
+    except Exception as e:
+        raise _not_safetensors(path, e) from None
+
+
+def _not_safetensors(path: Path, e: BaseException) -> CTBenchError:
+    return CTBenchError(
+        f"{path}: not a readable safetensors file ({type(e).__name__}: {_first_line(e)}); pass the "
+        f"checkpoint in its real format (a PyTorch state_dict file needs a .pt/.pth suffix) or "
+        f"re-export it with safetensors.torch.save_file"
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else "no detail"
 
 
 @contextlib.contextmanager

@@ -22,11 +22,14 @@ import numpy as np
 from ctbench.bootstrap import patient_resamples
 from ctbench.errors import CTBenchError
 from ctbench.provenance import PROTOCOL_VERSION, ctbench_version, git_sha
+from ctbench.safe_paths import inside
 
 from .collect import BoardKey, Entry, collect, contamination, row_labels
 from .paired import Difference, align, model_draws, paired_difference, same_targets
 from .ranking import RANK_RULE, display_order, mean_ranks, point_ranks, significance_ranks
 from .scoring import can_score, make_scorer
+from .slugs import join as join_slug
+from .slugs import slug_part, unique
 
 KM_FILES = ("km.png", "km.csv")
 
@@ -86,16 +89,18 @@ class Table:
     options: dict[str, Any] | None = None  # the task options of these results, as recorded
     trials: int | None = None
     dataset_version: str | None = None
+    slug_suffix: str = ""  # ``-2``... where two tables' names would otherwise give one slug
 
     @property
     def slug(self) -> str:
         """``dataset--task[--opts]``; a non-primary table adds what sets it apart (task version,
-        split, protocol, trial budget, dataset version) so that every slug is unique."""
-        base = f"{self.dataset}--{self.task}" + (f"--{self.options_tag}" if self.options_tag else "")
-        if self.primary:
-            return base
-        return (f"{base}--v{self.version}-{self.split_hash[:8]}-p{self.protocol_version}"
-                + _budget_suffix(self.trials, self.dataset_version))
+        split, protocol, trial budget, dataset version) so that every slug is unique. Path-safe:
+        names from result files are slugified (see :mod:`.slugs`), as slugs name files."""
+        base = join_slug(self.dataset, self.task, *([self.options_tag] if self.options_tag else []))
+        if not self.primary:
+            base += (f"--v{slug_part(self.version)}-{slug_part(self.split_hash[:8])}"
+                     f"-p{slug_part(self.protocol_version)}" + _budget_suffix(self.trials, self.dataset_version))
+        return base + self.slug_suffix
 
     @property
     def title(self) -> str:
@@ -155,11 +160,16 @@ def build_board(source: Path | str | list[Entry], n_boot: int = 1000, seed: int 
         if curve is not None:
             curves[key] = curve
     _mark_primary(list(tables.values()))
+    _unique_slugs(list(tables.values()))
     for key, curve in curves.items():
-        opts = f"--{key.options_tag}" if key.options_tag else ""
+        opts = [key.options_tag] if key.options_tag else []
         curve.slug = tables[key].slug if key in tables else (
-            f"{key.dataset}--{key.task}{opts}--{key.split_hash[:8]}{_budget_suffix(key.trials, key.dataset_version)}"
-            "-fractions")
+            join_slug(key.dataset, key.task, *opts, key.split_hash[:8])
+            + f"{_budget_suffix(key.trials, key.dataset_version)}-fractions")
+    untabled = [c for k, c in curves.items() if k not in tables]
+    for curve, slug in zip(untabled, unique([c.slug for c in untabled], {t.slug for t in tables.values()}),
+                           strict=True):
+        curve.slug = slug
     tables, curves = list(tables.values()), list(curves.values())
     ranks = mean_ranks([(r.label, t.category, r.rank) for t in tables if t.primary for r in t.rows])
     return Board(tables, ranks, curves, _provenance(entries, n_boot, seed))
@@ -167,7 +177,16 @@ def build_board(source: Path | str | list[Entry], n_boot: int = 1000, seed: int 
 
 def _budget_suffix(trials: int | None, dataset_version: str | None) -> str:
     """``-t20-d1``: trial budget and dataset version for slugs (left out where unknown)."""
-    return (f"-t{trials}" if trials is not None else "") + (f"-d{dataset_version}" if dataset_version else "")
+    budget = f"-t{trials}" if trials is not None else ""
+    return budget + (f"-d{slug_part(dataset_version)}" if dataset_version else "")
+
+
+def _unique_slugs(tables: list[Table]) -> None:
+    """Give tables whose slugs coincide a ``-2``, ``-3``... suffix: slugs name their files."""
+    for t in tables:
+        t.slug_suffix = ""
+    for t, slug in zip(tables, unique([t.slug for t in tables]), strict=True):
+        t.slug_suffix = slug[len(t.slug):]
 
 
 def _by_label(entries: list[Entry], labels: dict, notes: list[str]) -> dict[str, list[Entry]]:
@@ -286,8 +305,17 @@ def decide(d: Difference, direction: str) -> int:
 
 
 def _km_file(folder: Path) -> Path | None:
-    """The Kaplan-Meier figure beside a survival result (``km.png``), else its data (``km.csv``)."""
-    return next((folder / f for f in KM_FILES if (folder / f).is_file()), None)
+    """The Kaplan-Meier figure beside a survival result (``km.png``), else its data (``km.csv``);
+    one that is a symlink leading out of the result's folder is ignored (never read into a board)."""
+    return next((folder / f for f in KM_FILES if (folder / f).is_file() and _stays_in(folder, f)), None)
+
+
+def _stays_in(folder: Path, name: str) -> bool:
+    try:
+        inside(folder, name)
+    except CTBenchError:
+        return False
+    return True
 
 
 def _f(v) -> float | None:

@@ -11,9 +11,10 @@ from typing import NamedTuple
 import pandas as pd
 
 from ctbench.errors import CTBenchError
-from ctbench.results import RESULT_FILE
+from ctbench.results import PREDICTIONS_FILE, RESULT_FILE
+from ctbench.safe_paths import inside
 
-from .schema import ResultFile, read_result
+from .schema import ResultFile, is_plain_file_name, read_result
 
 
 class BoardKey(NamedTuple):
@@ -77,7 +78,7 @@ class Entry:
     @cached_property
     def predictions(self) -> pd.DataFrame:
         """The per-case predictions beside the result (``case_id``, ``patient_id``, task columns)."""
-        path = self.folder / self.result.predictions_file
+        path = self._predictions_path()
         if not path.is_file():
             raise CTBenchError(f"{self.path}: its predictions file {path.name} is missing; re-run this result")
         try:
@@ -91,6 +92,22 @@ class Entry:
             dup = frame.loc[frame["case_id"].duplicated(), "case_id"].iloc[0]
             raise CTBenchError(f"{path}: case_id {dup!r} appears twice; re-run this result")
         return frame
+
+    def _predictions_path(self) -> Path:
+        """``predictions_file`` beside the result; refused unless it is a plain file name that
+        resolves inside the result's folder (not ``/etc/passwd``, ``../x.csv`` or a symlink away)."""
+        name = self.result.predictions_file
+        refusal = CTBenchError(
+            f"{self.path}: field 'predictions_file' ({name!r}) must name a file in the result's own folder "
+            f"(e.g. {PREDICTIONS_FILE!r}); fix that field or re-run this result"
+        )
+        if not is_plain_file_name(name):
+            raise refusal
+        try:
+            inside(self.folder, name)
+        except CTBenchError:
+            raise refusal from None
+        return self.folder / name
 
 
 def find_result_files(root: Path | str) -> list[Path]:

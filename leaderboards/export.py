@@ -67,9 +67,9 @@ def board_json(board: Board) -> str:
 def write_csv(board: Board, out: Path | str) -> list[Path]:
     """``leaderboard.csv`` and ``mean_ranks.csv`` under ``out``."""
     out = Path(out)
-    return [write_frame(out / CSV_FILE, rows_frame(board)), write_frame(out / MEAN_RANKS_FILE, mean_ranks_frame(board))]
+    return [write_frame(out, CSV_FILE, rows_frame(board)), write_frame(out, MEAN_RANKS_FILE, mean_ranks_frame(board))]
 
 
 def write_json(board: Board, out: Path | str) -> list[Path]:
     """``leaderboard.json``: the full board (tables, comparisons, mean ranks, curves, provenance)."""
-    return [write_text(Path(out) / JSON_FILE, board_json(board))]
+    return [write_text(out, JSON_FILE, board_json(board))]

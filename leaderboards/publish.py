@@ -31,15 +31,15 @@ def publish(board: Board, entries: list[Entry], out: Path | str) -> list[Path]:
         links[fmt.heading(t)] = f"{TASKS_DIR}/{t.slug}.html"
     written = []
     index = page("ctbench leaderboard", "<h1>ctbench leaderboard</h1>" + overview(board, figs, links) + footer(board))
-    written.append(write_text(out / "index.html", index))
+    written.append(write_text(out, "index.html", index))
     for t in board.tables:
         body = f'<p><a href="../index.html">&larr; all tasks</a></p>{task_section(t, figs, "h1")}{footer(board)}'
-        written.append(write_text(out / TASKS_DIR / f"{t.slug}.html", page(f"ctbench: {t.title}", body)))
+        written.append(write_text(out, f"{TASKS_DIR}/{t.slug}.html", page(f"ctbench: {t.title}", body)))
     payload = {
         "board": board.to_dict(),
         "results": [{"path": str(e.path), **e.result.model_dump(mode="json")} for e in entries],
     }
-    written.append(write_text(out / RESULTS_FILE, json.dumps(_strict(payload), indent=2, default=str, allow_nan=False)))
+    written.append(write_text(out, RESULTS_FILE, json.dumps(_strict(payload), indent=2, default=str, allow_nan=False)))
     written += write_csv(board, out)
-    write_text(out / ".nojekyll", "")  # GitHub Pages: serve the files as they are
+    write_text(out, ".nojekyll", "")  # GitHub Pages: serve the files as they are
     return written

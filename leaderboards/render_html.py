@@ -140,4 +140,4 @@ def board_html(board: Board, figs: dict[str, bytes] | None = None) -> str:
 
 def write_html(board: Board, out: Path | str) -> list[Path]:
     """Write ``leaderboard.html`` under ``out``."""
-    return [write_text(Path(out) / HTML_FILE, board_html(board))]
+    return [write_text(out, HTML_FILE, board_html(board))]

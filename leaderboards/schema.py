@@ -136,10 +136,26 @@ class ResultFile(_Open):
         requested = self.probe.get("trials_requested", self.config.trials)
         return None if requested is None else int(requested)
 
+    @field_validator("predictions_file")
+    @classmethod
+    def _plain_file_name(cls, v: str) -> str:
+        """Result files may only reference a file in their own folder: no separators, no ``..``."""
+        if not is_plain_file_name(v):
+            raise ValueError(f"must be the plain name of a file beside the result file (e.g. "
+                             f"{PREDICTIONS_FILE!r}), not a path; got {v!r}")
+        return v
+
     @field_validator("created")
     @classmethod
     def _utc_when_naive(cls, v: datetime) -> datetime:
         return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+
+def is_plain_file_name(name: str) -> bool:
+    """True for a file name without any folder part (``predictions.csv``; not ``../x``, ``/etc/x``,
+    ``a/b``, ``a\\b``, ``.``, ``..`` or empty)."""
+    return (name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+            and not Path(name).is_absolute())
 
 
 def _v0_to_v1(data: dict) -> dict:
@@ -228,11 +244,21 @@ def read_result(path: Path | str) -> ResultFile:
     """Read, migrate and validate one ``result.json``."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise CTBenchError(f"{path}: cannot be read ({e.strerror}); check the path and permissions") from None
+    fix = "re-run this result or remove the file"
+    if not raw.strip():
+        raise CTBenchError(f"{path}: the result file is empty (an interrupted write?); {fix}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CTBenchError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); not a ctbench result file - "
+                           f"{fix}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise CTBenchError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); re-run this result") from None
+        raise CTBenchError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}; truncated?); {fix}") from None
+    except RecursionError:
+        raise CTBenchError(f"{path}: JSON nested too deeply to be a result file; {fix}") from None
     return parse_result(data, path)

@@ -22,11 +22,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from ctbench import probes
+from ctbench import probes, target_checks
 from ctbench import weighted_metrics as wm
 from ctbench.atomic import atomic_write_text
 from ctbench.bootstrap import MetricFn
-from ctbench.errors import CTBenchError
 from ctbench.metrics_batch import Batched
 from ctbench.registry import register_task
 from ctbench.task import ProbeTask
@@ -58,20 +57,25 @@ class ClassificationTask(ProbeTask):
             return self.spec.kind
         return "multilabel" if len(self.spec.targets) > 1 else "binary"
 
-    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+    def label_columns(self) -> list[str]:
+        """The target columns this kind reads: all for multi-label, the first otherwise."""
         cols = list(self.spec.targets)
-        if self.kind == "multilabel":
-            return rows[cols].to_numpy().astype(int)
-        y = rows[cols[0]].to_numpy()
-        if self.kind == "binary":
-            values = set(np.unique(y).tolist())
-            if not values <= {0, 1}:
-                raise CTBenchError(
-                    f"binary target {cols[0]!r} holds {sorted(values)[:5]}; use 0/1 labels or "
-                    f"declare the task kind 'multiclass' in the dataset card"
-                )
-            return y.astype(int)
-        return y.astype(int)
+        return cols if self.kind == "multilabel" else cols[:1]
+
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """Binary and multi-label targets must be 0 or 1; multi-class labels class indices
+        0, 1, 2, ...; text is refused for all (one message naming column, case and value)."""
+        for col in self.label_columns():
+            if self.kind == "multiclass":
+                target_checks.class_indices_in(self.dataset, rows, col)
+            else:
+                target_checks.binary_in(self.dataset, rows, col, "binary/multi-label targets",
+                                        " (for class indices declare kind 'multiclass' in the dataset card)")
+
+    def targets(self, rows: pd.DataFrame) -> np.ndarray:
+        """Labels as integers (validated by :meth:`validate_targets` when the task was built)."""
+        y = rows[self.label_columns()].to_numpy(dtype=np.float64).astype(int)
+        return y if self.kind == "multilabel" else y[:, 0]
 
     def suggest(self, trial, seed: int) -> dict:
         return probes.suggest(trial, probes.FAMILIES, "classifier")

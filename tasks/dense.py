@@ -29,6 +29,7 @@ import torch
 from ctbench.datasets import Dataset, TaskSpec
 from ctbench.devices import check_device_name, resolve_device
 from ctbench.errors import CTBenchError
+from ctbench.readers import require_regular
 from ctbench.task import ProbeTask
 from ctbench.types import Features
 
@@ -110,6 +111,7 @@ def read_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise CTBenchError(f"mask not found: {p}; fix the manifest's mask column")
+    require_regular(p)  # a FIFO or device would never finish reading
     if p.name.lower().endswith((".nii", ".nii.gz")):
         import nibabel as nib
 

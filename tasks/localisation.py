@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ctbench import target_checks
 from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
@@ -91,6 +92,17 @@ class LocalisationTask(DenseTask):
                 f"mm, RAS), got {list(spec.targets)}; fix the dataset card"
             )
         super().__init__(spec, dataset, device)
+
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """Centres are numbers (world mm), given for all three axes or none (no target)."""
+        cols = list(self.spec.targets)
+        for col in cols:
+            target_checks.numbers_in(self.dataset, rows, col, "localisation centres (world x, y, z in mm)")
+        given = rows[cols].notna()
+        partial = given.any(axis=1) & ~given.all(axis=1)
+        for col in cols:
+            target_checks.refuse(self.dataset, rows, col, partial & ~given[col],
+                                 "a centre needs all three coordinates (or none: no target)")
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         """``(n, 3)`` world RAS mm from the task's three target columns (x, y, z)."""

@@ -320,39 +320,46 @@ class HFCodec:
 
 
 def check_llm_path(path: str) -> Path:
-    """The folder of a local causal LM, or a clear error (missing folder, no transformers)."""
-    from ctbench.errors import CTBenchError
+    """The folder of a local causal LM, or one clear error naming it, what is missing and the
+    fix (:func:`ctbench.tasks.llm_check.check_llm_folder`); cheap, so it runs before extraction."""
+    from .llm_check import check_llm_folder
 
-    folder = Path(path).expanduser()
-    if not (folder / "config.json").is_file():
-        raise CTBenchError(f"--llm {path}: no config.json there; pass the folder of a local "
-                           f"Hugging Face causal LM (save_pretrained layout)")
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        raise CTBenchError("--llm needs the 'transformers' package: pip install "
-                           "'ctbench[llm]' (or pip install transformers)") from None
-    return folder
+    return check_llm_folder(path)
 
 
 def load_llm(path: str) -> tuple[nn.Module, Codec]:
     """Load a local causal LM (never from the network), frozen, and its codec: the folder's own
-    tokenizer, else open_clip's BPE ids when the LM's vocabulary covers them."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    tokenizer, else open_clip's BPE ids when the LM's vocabulary covers them. A folder that
+    passes :func:`check_llm_path` but cannot be loaded is one error naming it, not a traceback."""
     from ctbench.errors import CTBenchError
 
     folder = check_llm_path(path)
-    lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    except Exception as e:  # any loading failure: the folder's content, named in one line
+        raise CTBenchError(f"--llm {path}: transformers cannot load the model there ({type(e).__name__}: "
+                           f"{_first_line(e)}); re-save it with save_pretrained") from e
     lm.requires_grad_(False).eval()
     if any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        codec: Codec = HFCodec(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+        try:
+            codec: Codec = HFCodec(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+        except Exception as e:
+            raise CTBenchError(f"--llm {path}: transformers cannot load the tokenizer there "
+                               f"({type(e).__name__}: {_first_line(e)}); re-save it with save_pretrained, "
+                               f"or remove the tokenizer files to use open_clip's") from e
     else:
         codec = ClipCodec()
         if lm.get_input_embeddings().num_embeddings < codec.size:
             raise CTBenchError(f"--llm {path}: the folder has no tokenizer and the model's "
                                f"vocabulary is smaller than open_clip's ({codec.size} ids)")
     return lm, codec
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 class LLMHead(nn.Module):

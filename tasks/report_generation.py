@@ -48,6 +48,7 @@ from ctbench.types import Features
 
 from . import text_metrics as tm
 from .findings import LABELS, UNCERTAIN_AS_POSITIVE, dataset_labels, finding_vector
+from .report_targets import check_report_text, report_mask, report_texts
 from .report_decoder import (
     ClipVocab, LLMHead, PerceiverResampler, ReportModel, TextDecoder, TrainConfig, check_llm_path,
     generate, load_llm, train,
@@ -148,11 +149,18 @@ class ReportGenerationTask(ProbeTask):
         return {**self.options(), **OPTION_DEFAULTS}
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
-        return rows[self.spec.targets[0]].astype(str).to_numpy(dtype=object)
+        """Report strings ("" where there is none: such cases are not usable)."""
+        return report_texts(rows[self.spec.targets[0]])
+
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """Targets are report text: a number or other non-text value is refused (empty cells
+        leave the case out; :mod:`ctbench.tasks.report_targets`)."""
+        for col in self.spec.targets[:1]:  # more than one target column is refused in __init__
+            check_report_text(self.dataset, rows, col)
 
     def usable(self, rows: pd.DataFrame) -> np.ndarray:
-        col = rows[self.spec.targets[0]]
-        return (col.notna() & (col.astype(str).str.strip() != "")).to_numpy()
+        """Cases with report text: a missing or blank report is "no target" (left out, counted)."""
+        return report_mask(rows[self.spec.targets[0]])
 
     def inputs(self, feats: list[Features]) -> np.ndarray:
         out = np.empty(len(feats), dtype=object)

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ctbench import target_checks
 from ctbench.bootstrap import MetricFn, bootstrap_metrics
 from ctbench.registry import register_task
 from ctbench.task import EvalTask
@@ -159,6 +160,12 @@ class RetrievalTask(EvalTask):
 
     def label_columns(self) -> list[str]:
         return [c for c in self.spec.targets if c != "patient_id"]
+
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """Label columns must be 0 or 1 (a case holds the label or not); ``patient_id`` (the
+        instance protocol's target) is an id, not checked as a value."""
+        for col in self.label_columns():
+            target_checks.binary_in(self.dataset, rows, col, "retrieval labels")
 
     def evaluate(self, rows, embeddings, *, seed, n_boot):
         sim = cosine_matrix(np.asarray(embeddings, dtype=np.float64))

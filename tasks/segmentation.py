@@ -308,6 +308,9 @@ class SegmentationTask(DenseTask):
             out[i] = MaskTarget(str(case), self.dataset.resolve(path))
         return out
 
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """Targets are label-map paths (not numbers): each is checked when its mask is read."""
+
     def suggest(self, trial, seed: int) -> dict:
         """The shared search space (same for every model)."""
         probe = trial.suggest_categorical("probe", list(HEADS))

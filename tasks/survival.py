@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ctbench import target_checks
 from ctbench.atomic import atomic_path
 from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
@@ -48,16 +49,23 @@ class SurvivalTask(ProbeTask):
             raise CTBenchError(f"survival task {spec.name!r} needs targets (time, event), got {spec.targets}")
         time_col, event_col = spec.targets
         m = dataset.manifest
+        self.spec, self.dataset = spec, dataset
+        self.validate_targets(m)  # before the event count and horizons are read from the columns
         events = m.loc[m["split"] == "train", event_col].fillna(0).astype(bool)
         if events.sum() < MIN_EVENTS:
             raise CTBenchError(
                 f"survival task {spec.name!r}: only {int(events.sum())} events in the train split; "
                 f"a Cox probe needs at least {MIN_EVENTS}"
             )
-        if (m[time_col].dropna() < 0).any():
-            raise CTBenchError(f"survival task {spec.name!r}: column {time_col!r} has negative times")
         self.horizons = tuple(spec.horizons) or training_horizons(m, time_col, event_col)
-        super().__init__(spec, dataset)
+        super().__init__(spec, dataset)  # validates again (cheap): the shared contract
+
+    def validate_targets(self, rows: pd.DataFrame) -> None:
+        """Times must be numbers >= 0; events 0 (censored) or 1 (event)."""
+        time_col, event_col = self.spec.targets
+        times = target_checks.numbers_in(self.dataset, rows, time_col, "survival times")
+        target_checks.refuse(self.dataset, rows, time_col, times < 0, "survival times must be >= 0 (negative times)")
+        target_checks.binary_in(self.dataset, rows, event_col, "survival events", " (0 censored, 1 event)")
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         time_col, event_col = self.spec.targets

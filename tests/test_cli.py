@@ -57,3 +57,120 @@ def test_datasets_phantom_writes_a_sized_phantom(monkeypatch, capsys, tmp_path):
     assert len(manifest) == 1 + 6 and "seed=3" in (tmp_path / "p" / "dataset.json").read_text()
     code, _, err = _cli(monkeypatch, capsys, "datasets", "phantom", "--out", str(tmp_path / "p"))
     assert code == 2 and "exists and is not empty" in " ".join(err.split())
+
+
+# ------------------------------------------------------------- usage errors, exit codes, --debug
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "--model", "voxelfm", "--task", "classification", "--trials", "0"], "--trials"),
+        (["run", "--model", "voxelfm", "--task", "classification", "--no-such-flag"], "--no-such-flag"),
+        (["run", "--task", "classification"], "--model"),
+        (["no-such-command"], "no-such-command"),
+        (["datasets", "no-such-command"], "no-such-command"),
+    ],
+)
+def test_usage_errors_print_usage_and_exit_2_without_traceback(monkeypatch, capsys, args, needle):
+    code, out, err = _cli(monkeypatch, capsys, *args)
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in out + err and "Usage: " in err and needle in err
+
+
+def test_bench_with_a_failed_cell_exits_1(monkeypatch, capsys, small_phantom, tmp_path):
+    code, out, _ = _cli(monkeypatch, capsys, "bench", "--models", "nosuchmodel", "--tasks", "classification",
+                        "--dataset", str(small_phantom), "--trials", "1", "--out", str(tmp_path / "res"))
+    assert code == 1 and "nosuchmodel" in out and "1 failed" in " ".join(out.split())
+
+
+def test_check_adapter_with_a_failing_check_exits_1(monkeypatch, capsys):
+    code, out, err = _cli(monkeypatch, capsys, "check-adapter", "json:JSONDecoder")
+    assert code == 1 and "FAIL" in out and "Traceback" not in out + err
+
+
+def test_an_internal_error_is_one_line_unless_debug(monkeypatch, capsys):
+    from ctbench.registry import MODELS
+
+    def boom() -> list[str]:
+        raise ValueError("bad\nthing")
+
+    monkeypatch.setattr(MODELS, "names", boom)
+    code, out, err = _cli(monkeypatch, capsys, "models")
+    assert code == 1 and "Traceback" not in out + err
+    assert err.strip() == ("internal error: ValueError: bad thing (rerun with --debug or CTBENCH_DEBUG=1 for the "
+                           "traceback; please report it)")
+    code, _, err = _cli(monkeypatch, capsys, "--debug", "models")
+    assert code == 1 and "Traceback" in err and "internal error: ValueError: bad thing" in err
+    code, _, err = _cli(monkeypatch, capsys, "models")  # --debug lasts one command line
+    assert code == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["flag-first", "flag-last", "env"])
+def test_debug_shows_the_traceback_of_a_user_error(monkeypatch, capsys, how):
+    args = ["run", "--model", "voxelfn", "--task", "classification"]
+    if how == "env":
+        monkeypatch.setenv("CTBENCH_DEBUG", "1")
+    args = ["--debug", *args] if how == "flag-first" else [*args, "--debug"] if how == "flag-last" else args
+    code, _, err = _cli(monkeypatch, capsys, *args)
+    assert code == 2 and "Traceback" in err and "Did you mean 'voxelfm'" in err
+
+
+def test_unwritable_out_fails_before_any_work(monkeypatch, capsys, small_phantom, tmp_path):
+    import ctbench.runner as runner
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the encoder was built before the output folder was checked")
+
+    monkeypatch.setattr(runner, "build_encoder", no_encoder)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    base = ["run", "--model", "test-histogram", "--task", "classification", "--dataset", str(small_phantom),
+            "--weights", "random"]
+    code, _, err = _cli(monkeypatch, capsys, *base, "--out", str(blocker / "out"))
+    flat = " ".join(err.split())
+    assert code == 2 and f"result folder (--out) {blocker / 'out'}" in flat and "pass --out" in flat
+    monkeypatch.setenv("CTBENCH_HOME", str(blocker / "home"))
+    code, _, err = _cli(monkeypatch, capsys, *base, "--out", str(tmp_path / "res"))
+    flat = " ".join(err.split())
+    assert code == 2 and f"feature cache {blocker / 'home' / 'features'}" in flat and "$CTBENCH_HOME" in flat
+    code, _, err = _cli(monkeypatch, capsys, "bench", "--models", "test-histogram", "--tasks", "classification",
+                        "--dataset", str(small_phantom), "--weights", "random")
+    assert code == 2 and "results folder" in err and not (tmp_path / "res").exists()
+
+
+def test_a_refused_file_operation_is_a_user_error(monkeypatch, capsys):
+    from ctbench.registry import MODELS
+
+    def refused() -> list[str]:
+        raise PermissionError(13, "Permission denied", "/data/ctbench/x.lock")
+
+    monkeypatch.setattr(MODELS, "names", refused)
+    code, out, err = _cli(monkeypatch, capsys, "models")
+    flat = " ".join(err.split())
+    assert code == 2 and "Traceback" not in out + err
+    assert flat.startswith("error: Permission denied: /data/ctbench/x.lock; check that this path")
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    from ctbench.registry import MODELS
+
+    def interrupted() -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MODELS, "names", interrupted)
+    code, _, err = _cli(monkeypatch, capsys, "models")
+    assert code == 130 and "run the same command again to resume" in err
+
+
+def test_extract_with_failed_cases_exits_1(monkeypatch, capsys, small_phantom):
+    from types import SimpleNamespace
+
+    import ctbench.extract
+
+    def partly(*args, **kwargs):
+        return SimpleNamespace(extracted=3, cached=0, failures={"p001-s0": "unreadable image"}, seconds=0.1)
+
+    monkeypatch.setattr(ctbench.extract, "extract", partly)
+    code, out, _ = _cli(monkeypatch, capsys, "extract", "--model", "test-histogram", "--weights", "random",
+                        "--dataset", str(small_phantom), "--device", "cpu")
+    assert code == 1 and "1 failed" in out and "p001-s0: unreadable image" in out

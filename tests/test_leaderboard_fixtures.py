@@ -31,7 +31,9 @@ def sha_of(name: str) -> str:
 
 
 def classification_columns(spec: TaskSpec, y: np.ndarray, p: np.ndarray) -> tuple[dict, dict]:
-    task = ClassificationTask(spec, SimpleNamespace(require_columns=lambda cols: None))
+    # a dataset stand-in: no manifest rows, so the task's target checks have nothing to refuse
+    dataset = SimpleNamespace(require_columns=lambda cols: None, manifest=pd.DataFrame(columns=list(spec.targets)))
+    task = ClassificationTask(spec, dataset)
     return task.prediction_columns(y, p), task.metrics()
 
 

@@ -6,9 +6,12 @@ computation from the DICOM tags) says the same voxel's world position is.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -22,7 +25,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from ctbench.errors import CTBenchError
-from ctbench.readers import read_volume, validate_volume
+from ctbench.readers import plausibility_warnings, read_volume, validate_volume
 
 RNG = np.random.default_rng(1234)
 
@@ -353,3 +356,104 @@ def test_validate_volume_shapes() -> None:
         with pytest.raises(CTBenchError, match=needle) as ei:
             validate_volume(MetaTensor(bad, affine=aff), "some/file.nrrd")
         assert "some/file.nrrd" in str(ei.value)
+
+
+# ---------------------------------------------------------------- not a regular file
+
+def _call_with_timeout(fn, fifo: Path | None = None, seconds: float = 15.0):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) when it does not return in time.
+    A reader left blocked on ``fifo`` is released by opening and closing its write end."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if fifo is not None:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"still blocked after {seconds}s (reading a FIFO/device never ends)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+@pytest.mark.parametrize("via_link", [False, True], ids=["fifo", "link-to-fifo"])
+def test_a_fifo_is_refused_without_reading_it(tmp_path: Path, via_link: bool) -> None:
+    fifo = tmp_path / "pipe.nii.gz"
+    os.mkfifo(fifo)
+    path = fifo
+    if via_link:
+        path = tmp_path / "scan.nii.gz"
+        path.symlink_to(fifo)
+    with pytest.raises(CTBenchError) as ei:
+        _call_with_timeout(lambda: read_volume(path), fifo)
+    assert_user_error(ei, str(path), "named pipe (FIFO)", "image column")
+
+
+def test_a_fifo_mask_is_refused_without_reading_it(tmp_path: Path) -> None:
+    from ctbench.tasks.dense import read_labels
+
+    fifo = tmp_path / "mask.nii.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(CTBenchError) as ei:
+        _call_with_timeout(lambda: read_labels(fifo), fifo)
+    assert_user_error(ei, str(fifo), "named pipe (FIFO)")
+
+
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CTBenchError) as ei:
+        _call_with_timeout(lambda: read_volume("/dev/zero"))
+    assert_user_error(ei, "/dev/zero", "a device", "image column")
+
+
+def test_a_fifo_inside_a_dicom_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    write_series(folder, 3, prefix="s", oblique=False, order=[0, 1, 2])
+    os.mkfifo(folder / "extra.dcm")
+    with pytest.raises(CTBenchError) as ei:
+        _call_with_timeout(lambda: read_volume(folder), folder / "extra.dcm")
+    assert_user_error(ei, str(folder / "extra.dcm"), "named pipe", "remove it from the DICOM folder")
+
+
+# ---------------------------------------------------------------- plausibility (warnings)
+
+def _volume(values: np.ndarray, spacing=(0.8, 0.8, 2.5)) -> MetaTensor:
+    return MetaTensor(torch.as_tensor(values, dtype=torch.float32)[None],
+                      affine=torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64)))
+
+
+def test_plausible_ct_has_no_warning() -> None:
+    hu = RNG.uniform(-1024, 1500, size=(8, 8, 8))
+    assert plausibility_warnings(_volume(hu)) == []
+
+
+@pytest.mark.parametrize("values, needle", [
+    (RNG.uniform(0, 1, size=(8, 8, 8)), "normalised data"),
+    (RNG.normal(0, 0.5, size=(8, 8, 8)).clip(-2, 2), "normalised data"),
+    (np.full((8, 8, 8), 40.0), "span only 0 HU"),
+], ids=["unit-range", "z-scored", "constant"])
+def test_intensities_that_are_not_hu_are_flagged(values: np.ndarray, needle: str) -> None:
+    (warning,) = plausibility_warnings(_volume(values))
+    assert needle in warning and "HU" in warning
+
+
+@pytest.mark.parametrize("spacing", [(1e6, 1e6, 1e6), (0.7, 0.7, 25.0), (0.01, 0.7, 1.0)])
+def test_an_implausible_spacing_is_flagged(spacing) -> None:
+    (warning,) = plausibility_warnings(_volume(RNG.uniform(-1024, 1500, size=(8, 8, 8)), spacing))
+    assert "voxel spacing" in warning and "(0.05, 20] mm" in warning
+
+
+def test_a_nifti_in_metres_is_flagged_after_reading(tmp_path: Path) -> None:
+    path = tmp_path / "metres.nii.gz"
+    nib.Nifti1Image(RNG.uniform(-1000, 1000, size=(6, 6, 6)).astype(np.int16),
+                    np.diag([1e6, 1e6, 1e6, 1.0])).to_filename(path)
+    (warning,) = plausibility_warnings(read_volume(path))
+    assert "1e+06" in warning

@@ -23,7 +23,6 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from ctbench.atomic import atomic_write_text
 from ctbench.errors import CTBenchError
 
 from .checkpointing import export_teacher, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_config
@@ -32,6 +31,7 @@ from .data import CropStream, MicroBatchSampler, VolumeSource, collate_crops
 from .masking import sample_masks
 from .optim import apply_schedule, param_groups
 from .pretrain_config import PretrainConfig
+from .runlog import read_log, truncate_log
 from .schedules import Schedules
 from .ssl import SSLModel, StudentForward
 
@@ -103,13 +103,6 @@ def _seed_process(seed: int, rank: int) -> None:
     random.seed(s)
 
 
-def _truncate_log(path: Path, start: int) -> None:
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["iteration"] < start]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
 def train(
     cfg: PretrainConfig,
     run_dir: str | Path,
@@ -160,7 +153,9 @@ def _train(cfg: PretrainConfig, run_dir: Path, rank: int, world: int, dev: torch
     if main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir / "config.yaml", doc)
-        _truncate_log(log_path, start)
+        truncate_log(log_path, start)  # a torn last line (power loss) is dropped with a warning
+    elif start:
+        read_log(log_path, warn=lambda message: None)  # a corrupt log stops every rank, not rank 0 alone
 
     if main_rank and dist.is_initialized():  # the phantom is generated once, by rank 0
         VolumeSource.from_dataset(cfg.data.dataset, cfg.data.splits, cache_volumes=0)

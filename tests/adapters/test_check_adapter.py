@@ -201,6 +201,9 @@ def test_weights_pull_downloads_pinned_revision_and_checks_sha(monkeypatch, ctbe
         return str(path)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url, timeout=None: None)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     runner = CliRunner()
     res = runner.invoke(_cli(), ["weights", "pull", "test-hub"])
     assert res.exit_code == 0, res.output

@@ -151,3 +151,85 @@ def test_a_default_run_keeps_its_study_name_and_result_folder(small_phantom, tin
     assert len(study) == 12
     assert result["config"]["task_options"] == {} and result["task"]["options_tag"] is None
     assert result["task"]["options"]["beam"] == 1
+
+
+# -- a broken --llm folder: one error naming it, before any extraction -----------------------------
+
+def _lm_folder(tmp_path, case: str):
+    folder = tmp_path / "lm"
+    if case == "missing":
+        return folder
+    if case == "a file":
+        folder.write_text("not a folder")
+        return folder
+    folder.mkdir()
+    config = {"no config.json": None, "garbage config": "{model_type: gpt2",
+              "config not an object": "[1, 2]", "no model_type": '{"n_layer": 1}',
+              "unknown model_type": '{"model_type": "my-remote-lm"}',
+              "not a causal LM": '{"model_type": "vit"}',
+              "no weights": '{"model_type": "gpt2"}'}[case]
+    if config is not None:
+        (folder / "config.json").write_text(config)
+    return folder
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing", "does not exist"), ("a file", "is a file"), ("no config.json", "no config.json"),
+    ("garbage config", "cannot read"), ("config not an object", "not a JSON object"),
+    ("no model_type", "no 'model_type'"), ("unknown model_type", "unknown to the installed transformers"),
+    ("not a causal LM", "not a causal"), ("no weights", "no weights there"),
+])
+def test_a_broken_llm_folder_is_one_clear_error_when_the_task_is_built(tmp_path, case, needle):
+    pytest.importorskip("transformers")
+    folder = _lm_folder(tmp_path, case)
+    with pytest.raises(CTBenchError) as err:
+        _task(llm=str(folder))
+    assert needle in str(err.value) and str(folder) in str(err.value)
+
+
+def test_llm_without_transformers_installed_says_how_to_install(tmp_path, monkeypatch):
+    folder = _lm_folder(tmp_path, "no weights")
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(CTBenchError, match=r"pip install 'ctbench\[llm\]'"):
+        _task(llm=str(folder))
+
+
+def test_weights_that_cannot_be_loaded_are_one_error_naming_the_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from ctbench.tasks import report_decoder as rd
+
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=8, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "lm")
+    weights = tmp_path / "lm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # cut short by a failed copy
+    task = _task(llm=str(tmp_path / "lm"))  # the up-front checks pass: the folder looks right
+    with pytest.raises(CTBenchError) as err:
+        rd.load_llm(task.llm)
+    assert str(tmp_path / "lm") in str(err.value) and "cannot load the model" in str(err.value)
+
+
+# -- report cells that are not report text -----------------------------------------------------
+
+def _reports(values) -> Dataset:
+    n = len(values)
+    m = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+                      "image": ["x"] * n, "split": ["train"] * n, "report": values})
+    return Dataset(DatasetCard(name="d", version="1", licence="-", tasks=(SPEC,)), m, root=None)
+
+
+def test_missing_or_blank_reports_are_left_out_and_never_become_text():
+    ds = _reports(["No nodule.", None, float("nan"), "  ", ""])
+    task = ReportGenerationTask(SPEC, ds)
+    assert task.usable(ds.manifest).tolist() == [True, False, False, False, False]
+    assert "nan" not in task.targets(ds.manifest).tolist()
+    assert task.targets(ds.manifest[task.usable(ds.manifest)]).tolist() == ["No nodule."]
+
+
+@pytest.mark.parametrize("values, shown", [(["No nodule.", 3, None], "holds 3 for case 'c1'"),
+                                           ([1.5, 2.0, float("nan")], "holds 1.5 for case 'c0'"),
+                                           (["ok", True, "fine"], "holds True for case 'c1'")])
+def test_numbers_in_the_report_column_are_refused_by_column_and_case(values, shown):
+    with pytest.raises(CTBenchError) as err:
+        ReportGenerationTask(SPEC, _reports(values))
+    assert "column 'report'" in str(err.value) and shown in str(err.value)
+    assert "free-text report" in str(err.value)

@@ -111,3 +111,34 @@ def test_validation_errors(small_phantom, tmp_path):
     one = build_config("tiny", None, [*TINY_OVERRIDES, "train.batch_size_per_gpu=1"])
     with pytest.raises(CTBenchError, match="KoLeo"):
         train(one, tmp_path / "x", device="cpu")
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_resume_after_a_torn_last_log_line(runs, tmp_path, capsys):
+    """Power loss mid-append: the half line is dropped with a warning and the log rewritten."""
+    cfg, a, _, _, _ = runs
+    run = _copy_run(a, tmp_path / "torn")
+    whole = (run / "log.jsonl").read_text()
+    (run / "log.jsonl").write_text(whole + '{"iteration": 4, "dino_local": 3.1')
+    summary = train(cfg, run, device="cpu", stop_after=4)  # checkpoint at 4: nothing left to train
+    assert summary["start"] == 4
+    assert (run / "log.jsonl").read_text() == whole  # the complete records, byte for byte
+    err = capsys.readouterr().err
+    assert str(run / "log.jsonl") in err and "line 5" in err and "incomplete" in err
+
+
+def test_a_corrupt_line_inside_the_log_is_refused_by_name(runs, tmp_path):
+    cfg, a, _, _, _ = runs
+    run = _copy_run(a, tmp_path / "corrupt")
+    lines = (run / "log.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:20]
+    (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CTBenchError, match=r"log\.jsonl: line 2 is not a valid log record.*--no-resume"):
+        train(cfg, run, device="cpu", stop_after=4)
+    assert (run / "log.jsonl").read_text() == "\n".join(lines) + "\n"  # left as found
