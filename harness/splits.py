@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 SPLITS = ("train", "val", "test")
 OTHER = "other"
@@ -118,6 +117,8 @@ def first_fold(
             merged = [{"stratum": a, "rows": int(sizes[a]), "into": b, "step": step}
                       for a, b in sorted(moves.items())]
             y = pd.factorize(labels)[0]
+    from sklearn.model_selection import StratifiedGroupKFold  # only when splitting: keeps the CLI quick
+
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = next(iter(cv.split(np.zeros(len(y)), y, groups)))
     return held, merged
