@@ -18,7 +18,6 @@ Adapter hooks used here (documented in docs/adding-a-model.md):
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import resource
 import socket
@@ -78,17 +77,10 @@ def probe_volumes(shape: tuple[int, int, int] = PROBE_SHAPE, affine: np.ndarray 
 
 def resolve_adapter(name: str) -> type:
     """A registered model name, or ``package.module:Class`` for an adapter not registered yet."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            obj: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
-            raise CTBenchError(f"cannot import adapter {name!r}: {e}") from None
-        return obj
-    from .registry import MODELS
+    from .registry import MODELS, import_ref
 
+    if ":" in name:
+        return import_ref(name, "adapter")
     return MODELS.get(name)
 
 

@@ -99,7 +99,7 @@ class Registry(Generic[T]):
         if name in self._plugins:
             obj = self._load_plugin(name, self._plugins[name])
         else:
-            obj = _import_ref(self.kind, name, ref)
+            obj = import_ref(ref, f"{self.kind} {name!r}")
         self._refs.pop(name, None)
         self._objs[name] = obj  # type: ignore[assignment]
         return obj  # type: ignore[return-value]
@@ -122,14 +122,15 @@ class Registry(Generic[T]):
         return name in self.names()
 
 
-def _import_ref(kind: str, name: str, ref: str) -> Any:
+def import_ref(ref: str, what: str) -> Any:
+    """The object at ``package.module:Attr.path``; ``what`` names it in the error if that fails."""
     module_name, _, attr = ref.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        raise CTBenchError(f"{kind} {name!r} could not be loaded from {ref}: {e}") from None
+        raise CTBenchError(f"{what} could not be loaded from {ref}: {e}") from None
     return obj
 
 

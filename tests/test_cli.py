@@ -61,31 +61,8 @@ def test_datasets_phantom_writes_a_sized_phantom(monkeypatch, capsys, tmp_path):
 
 # ------------------------------------------------------------- usage errors, exit codes, --debug
 
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        (["run", "--model", "voxelfm", "--task", "classification", "--trials", "0"], "--trials"),
-        (["run", "--model", "voxelfm", "--task", "classification", "--no-such-flag"], "--no-such-flag"),
-        (["run", "--task", "classification"], "--model"),
-        (["no-such-command"], "no-such-command"),
-        (["datasets", "no-such-command"], "no-such-command"),
-    ],
-)
-def test_usage_errors_print_usage_and_exit_2_without_traceback(monkeypatch, capsys, args, needle):
-    code, out, err = _cli(monkeypatch, capsys, *args)
-    assert code == 2, err[-2000:]
-    assert "Traceback" not in out + err and "Usage: " in err and needle in err
-
-
-def test_bench_with_a_failed_cell_exits_1(monkeypatch, capsys, small_phantom, tmp_path):
-    code, out, _ = _cli(monkeypatch, capsys, "bench", "--models", "nosuchmodel", "--tasks", "classification",
-                        "--dataset", str(small_phantom), "--trials", "1", "--out", str(tmp_path / "res"))
-    assert code == 1 and "nosuchmodel" in out and "1 failed" in " ".join(out.split())
-
-
-def test_check_adapter_with_a_failing_check_exits_1(monkeypatch, capsys):
-    code, out, err = _cli(monkeypatch, capsys, "check-adapter", "json:JSONDecoder")
-    assert code == 1 and "FAIL" in out and "Traceback" not in out + err
+# Usage errors, failed bench cells and failed checks: through the console script in
+# tests/fuzz/test_fuzz_cli.py.
 
 
 def test_an_internal_error_is_one_line_unless_debug(monkeypatch, capsys):

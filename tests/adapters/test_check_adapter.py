@@ -161,7 +161,7 @@ def test_broken_adapters_fail_the_right_check(name: str, failing: list[str]) -> 
 
 def test_adapter_references_resolve_or_explain() -> None:
     assert resolve_adapter("ctbench.adapters.ctfm:CTFMEncoder").card.name == "ct-fm"
-    with pytest.raises(CTBenchError, match="cannot import adapter"):
+    with pytest.raises(CTBenchError, match="adapter could not be loaded from"):
         resolve_adapter("ctbench.adapters.ctfm:Nope")
     with pytest.raises(CTBenchError, match="Did you mean 'test-patch'"):
         resolve_adapter("test-patc")

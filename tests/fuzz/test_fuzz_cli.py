@@ -44,6 +44,7 @@ def restore_modes(sandbox: Sandbox):
         (["run", "--model", "voxelfm", "--task", "classification", "--no-such-flag"], "--no-such-flag"),
         (["run", "--task", "classification"], "Missing option '--model'"),
         (["no-such-command"], "No such command 'no-such-command'"),
+        (["datasets", "no-such-command"], "No such command 'no-such-command'"),
     ],
 )
 def test_usage_errors_exit_2_with_usage(sandbox: Sandbox, args: list[str], needle: str) -> None:
