@@ -61,7 +61,14 @@ def _replace_bytes(name: str, old: bytes, new: bytes) -> Callable[[Path], None]:
     return damage
 
 
-# (kept to six subprocesses for time: the other decode errors, a non-UTF-8 dataset.json and broken
+def _leak_a_patient(m: pd.DataFrame) -> None:
+    """Move one scan of a patient with repeat scans into another split."""
+    pid = m["patient_id"][m["patient_id"].duplicated()].iloc[0]
+    row = m.index[m["patient_id"] == pid][0]
+    m.loc[row, "split"] = "test" if m.loc[row, "split"] != "test" else "train"
+
+
+# (kept to seven subprocesses for time: the other decode errors, a non-UTF-8 dataset.json and broken
 # CSVs, are unit tests in tests/test_dataset_folder.py)
 REFUSED = {
     "card-name-escapes": (_edit_card(lambda c: c.update(name="../x")),
@@ -74,6 +81,8 @@ REFUSED = {
                        ("column 'lung_nodule' holds 2 for case", "must be 0 or 1", "manifest.csv")),
     "text-label": (_edit_manifest(_set("kidney_cyst", 1, "yes")),
                    ("column 'kidney_cyst' holds 'yes' for case", "not text", "manifest.csv")),
+    "patient-in-two-splits": (_edit_manifest(_leak_a_patient),
+                              ("manifest.csv", "appears in splits", "must be in one split")),
     "manifest-latin1": (_replace_bytes("manifest.csv", b"Unremarkable study.", b"\xe9tude normale."),
                         ("manifest.csv", "not UTF-8", "save the manifest as UTF-8")),
 }
