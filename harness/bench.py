@@ -98,7 +98,7 @@ def task_options_tag(dataset: Dataset, cfg: RunConfig) -> str | None:
     options): the task is built as ``ctbench.runner.run`` builds it, options from the environment
     included. The device plays no part in the options, so it is not resolved here."""
     from .registry import TASKS
-    from .runner import options_tag, task_kwargs
+    from .task_options import options_tag, task_kwargs
 
     spec = dataset.card.task(cfg.task)
     task_cls = TASKS.get(spec.category)
@@ -114,7 +114,7 @@ def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_ve
     result this cell would write, and would never be ranked with it."""
     if not path.is_file():
         return False
-    from ctbench.leaderboards.schema import read_result
+    from .result_schema import read_result
 
     try:
         existing = read_result(path)

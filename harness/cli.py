@@ -90,8 +90,11 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="machine-readable o
     rows = []
     for name in TASKS.names():  # a broken plugin is one error row; the others are listed
         try:
-            doc = (TASKS.get(name).__doc__ or "").strip().splitlines()
-            rows.append({"name": name, "description": doc[0] if doc else ""})
+            cls = TASKS.get(name)
+            doc = (cls.__doc__ or "").strip().splitlines()
+            options = [{"flag": o.flag, "type": o.type.__name__, "default": o.default, "help": o.help,
+                        "env": o.env} for o in cls.options]
+            rows.append({"name": name, "description": doc[0] if doc else "", "options": options})
         except CTBenchError as e:
             rows.append({"name": name, "error": str(e)})
     if as_json:
@@ -101,8 +104,11 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="machine-readable o
     table = Table(title="ctbench task categories")
     table.add_column("name")
     table.add_column("description")
+    table.add_column("options (ctbench run --name VALUE)")
     for r in rows:
-        table.add_row(r["name"], r.get("description", "[red]broken[/] (see below)"))
+        opts = "\n".join(f"{o['flag']} {o['type'].upper()}: {o['help']} (default {o['default']}"
+                         + (f", or ${o['env']})" if o["env"] else ")") for o in r.get("options", []))
+        table.add_row(r["name"], r.get("description", "[red]broken[/] (see below)"), opts)
     console.print(table)
     for r in rows:
         if "error" in r:
@@ -110,8 +116,11 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="machine-readable o
     _print_plugin_problems(TASKS)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             epilog="A task category may declare options of its own (`ctbench tasks` lists them, e.g. "
+                    "report-generation's --llm and --beam); give them as --name VALUE.")
 def run(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="registered model name (see `ctbench models`)"),
     task: str = typer.Option(..., "--task", "-t", help="task name on the dataset"),
     dataset: str = typer.Option("phantom", "--dataset", "-d", help="built-in name or prepared dataset folder"),
@@ -119,8 +128,7 @@ def run(
     trials: int = typer.Option(20, "--trials", min=1, help="Optuna trials (same for every model)"),
     seed: int = typer.Option(0, "--seed", help="seed of splits' tuning sampler, probes and bootstrap"),
     device: str = typer.Option("auto", "--device",
-                               help="auto | cpu | cuda | cuda:N (the encoder, and the report-generation, "
-                                    "localisation and segmentation heads)"),
+                               help="auto | cpu | cuda | cuda:N (the encoder, and task heads that train on it)"),
     out: Optional[str] = typer.Option(None, "--out", help="result folder (default under $CTBENCH_HOME/results)"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first failing case"),
     variant: Optional[str] = typer.Option(None, "--variant", help="model size variant, e.g. tiny (tests)"),
@@ -128,18 +136,14 @@ def run(
     n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
     train_fraction: float = typer.Option(1.0, "--train-fraction", min=0.0, max=1.0,
                                          help="nested share of training patients (label efficiency)"),
-    llm: Optional[str] = typer.Option(None, "--llm", help="report-generation: folder of a local Hugging Face "
-                                      "causal LM to decode with (default: $CTBENCH_REPORT_LLM, else none)"),
-    beam: Optional[int] = typer.Option(None, "--beam", min=1, help="report-generation: beam width "
-                                       "(default: $CTBENCH_REPORT_BEAM, else 1 = greedy)"),
 ) -> None:
     """Run one model on one task and print its test metrics with 95% CIs."""
     from .bench import STAGES
     from .runner import RunConfig, run as run_one
 
-    given = {"llm": llm, "beam": beam}  # task options: only those given travel to the task
+    options = _task_options(ctx, dataset, task)  # the task category's own flags, if any
     cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot,
-                    train_fraction, task_options={k: v for k, v in given.items() if v is not None})
+                    train_fraction, task_options=options)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         ids: dict[str, int] = {}
@@ -204,6 +208,24 @@ def extract(
         raise typer.Exit(1)
 
 
+def _task_options(ctx: typer.Context, dataset: str, task: str) -> dict:
+    """Values of the task-category flags left on the command line (none: nothing is loaded). A
+    flag no registered category declares is a usage error at once; one the run's category does
+    not declare is an error naming the flags it takes."""
+    if not ctx.args:
+        return {}
+    from .datasets import open_dataset
+    from .registry import TASKS
+    from .task_options import categories_taking, parse_flags
+
+    flags = [a.partition("=")[0] for a in ctx.args if a.startswith("-")]
+    unknown = [f for f in flags if not categories_taking(f)]
+    if unknown or not flags:
+        ctx.fail(f"No such option: {(unknown or ctx.args)[0]}")
+    category = open_dataset(dataset).card.task(task).category
+    return parse_flags(TASKS.get(category), list(ctx.args))
+
+
 def _print_result(result: dict, path) -> None:
     w = result["model"]["weights"]
     label = "random-init control" if w["random_init"] else f"weights {w['sha256'][:12]}"
@@ -245,6 +267,7 @@ from .check_adapter import command as check_adapter_command  # noqa: E402
 from .datasets_cli import app as datasets_app  # noqa: E402
 from .leaderboards.cli import app as leaderboard_app  # noqa: E402
 from .pretrain_cli import pretrain as pretrain_command  # noqa: E402
+from .results_cli import app as results_app  # noqa: E402
 from .weights_cli import app as weights_app  # noqa: E402
 
 app.command("bench")(bench_command)
@@ -253,6 +276,7 @@ app.command("pretrain")(pretrain_command)
 app.add_typer(leaderboard_app, name="leaderboard")
 app.add_typer(weights_app, name="weights")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(results_app, name="results")
 
 
 def main() -> None:

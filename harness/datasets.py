@@ -19,15 +19,6 @@ from .errors import CTBenchError
 from .safe_paths import is_identifier, slugify
 from .splits import SPLITS, split_hash
 
-Category = Literal[
-    "classification",
-    "regression",
-    "survival",
-    "retrieval",
-    "localisation",
-    "segmentation",
-    "report-generation",
-]
 CARD_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.csv"
 REQUIRED_COLUMNS = ("case_id", "patient_id", "image", "split")
@@ -50,7 +41,7 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    category: Category
+    category: str  # a registered task category (built-in or from a ``ctbench.tasks`` entry point)
     targets: tuple[str, ...] = Field(min_length=1)
     main_metric: str
     version: str = "1"
@@ -63,6 +54,18 @@ class TaskSpec(BaseModel):
     @classmethod
     def _plain(cls, value: str) -> str:
         return _plain_name(value)
+
+    @field_validator("category")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from .registry import TASKS  # names only: no category module is imported
+
+        if value not in TASKS:
+            close = difflib.get_close_matches(value, TASKS.names(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown task category {value!r}; {hint}registered: {', '.join(TASKS.names())} "
+                             f"(a package adds one through the 'ctbench.tasks' entry point)")
+        return value
 
 
 class DatasetCard(BaseModel):

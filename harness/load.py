@@ -26,22 +26,21 @@ def load_results(path: str | Path) -> pd.DataFrame:
     files written before label-efficiency runs existed. Older result schemas are migrated; a
     malformed or foreign file raises ``CTBenchError`` naming the file and the field.
     """
-    from ctbench.leaderboards.collect import collect
+    from .result_files import read_results
 
     rows = []
-    for entry in collect(path):
-        r = entry.result
+    for file, r in read_results(path):
         for name, m in r.metrics.items():
             rows.append({
                 "dataset": r.task.dataset, "task": r.task.name, "task_version": r.task.version,
                 "category": r.task.category, "model": r.model.tag, "variant": r.model.variant,
-                "weights": entry.weights_tag, "weights_sha256": r.model.weights.sha256,
-                "random_init": r.model.weights.random_init, "seed": entry.seed,
-                "train_fraction": entry.train_fraction, "split_hash": r.split.hash,
+                "weights": r.model.weights.tag, "weights_sha256": r.model.weights.sha256,
+                "random_init": r.model.weights.random_init, "seed": int(r.config.seed),
+                "train_fraction": float(r.config.train_fraction), "split_hash": r.split.hash,
                 "protocol_version": r.protocol_version, "metric": name, "is_main": name == r.task.main_metric,
                 "direction": r.task.direction, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
                 "n_boot": m.n_boot, "ctbench_version": r.ctbench_version, "git_sha": r.git_sha,
-                "created": r.created, "path": str(entry.path),
+                "created": r.created, "path": str(file),
             })
     frame = pd.DataFrame.from_records(rows, columns=COLUMNS)
     for col in ("value", "ci_low", "ci_high"):

@@ -167,8 +167,25 @@ def check_model_card(name: str, obj: Any) -> None:
                            f"names equal")
 
 
+def check_task_class(name: str, obj: Any) -> None:
+    """A task plugin must be a concrete :class:`ctbench.task.Task` subclass whose ``category``
+    is its entry-point name."""
+    import inspect
+
+    from .task import Task
+
+    if not (isinstance(obj, type) and issubclass(obj, Task)):
+        raise CTBenchError(f"it is {obj!r}, not a subclass of ctbench.task.ProbeTask or EvalTask")
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(obj.__abstractmethods__))
+        raise CTBenchError(f"it does not implement {missing} of the task contract (see docs/adding-a-task.md)")
+    if obj.category != name:
+        raise CTBenchError(f"its category is {obj.category!r} but its entry point {name!r}; make the two "
+                           f"names equal")
+
+
 MODELS: Registry = Registry("model", "ctbench.adapters", validate=check_model_card)
-TASKS: Registry = Registry("task category", "ctbench.tasks")
+TASKS: Registry = Registry("task category", "ctbench.tasks", validate=check_task_class)
 
 register_model = MODELS.register
 register_task = TASKS.register

@@ -221,14 +221,14 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
     cells = {k: {m: _metric_cell(es, m) for m in metric_names} for k, es in rows_in.items()}
     paired = _paired(rows_in, info, n_boot, seed) if can_score(info) else None
     if paired is not None:
-        ranks, better, comparisons, draws, n_cases, n_patients = paired
+        ranks, better, comparisons, draws, n_cases, n_patients, fewest = paired
         tested = True
         for k in names:
             if len(rows_in[k]) > 1:  # several seeds: the CI comes from the mean-over-seeds draws
                 ok = draws[k].draws[np.isfinite(draws[k].draws)]
                 lo, hi = np.quantile(ok, [0.025, 0.975]) if len(ok) else (None, None)
                 cells[k][info.main_metric] = Cell(draws[k].point, _f(lo), _f(hi))
-        if n_cases < min(len(e.predictions) for es in rows_in.values() for e in es):
+        if n_cases < fewest:
             notes.append(f"paired comparison on the {n_cases} test cases every model has")
     else:
         tested, comparisons = False, []
@@ -263,14 +263,17 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
 def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
     """Paired bootstrap of the main metric between every pair of rows on their common cases.
 
-    Returns (ranks, better matrix, comparisons, draws per row, cases, patients), or None when
-    the predictions cannot be read back.
+    Returns (ranks, better matrix, comparisons, draws per row, cases, patients, the fewest cases
+    of one result), or None when the predictions cannot be re-scored. Predictions are turned into
+    one row per case first (``Scorer.cases``; e.g. retrieval's per-query rows summed per case).
     """
     names, where = list(rows_in), f"{info.dataset}/{info.name}"
-    patients, aligned = align({k: [e.predictions for e in es] for k, es in rows_in.items()}, where)
-    scorer = make_scorer(info, aligned[names[0]][0])
+    scorer = make_scorer(info, rows_in[names[0]][0].predictions)
     if scorer is None:
         return None
+    per_case = {k: [scorer.cases(e.predictions) for e in es] for k, es in rows_in.items()}
+    fewest = min(len(f) for fs in per_case.values() for f in fs)
+    patients, aligned = align(per_case, where)
     arrays = {k: [scorer.arrays(f) for f in fs] for k, fs in aligned.items()}
     y0 = arrays[names[0]][0][0]
     for k, fs in arrays.items():
@@ -288,7 +291,7 @@ def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
             comparisons.append({"a": a, "b": names[j], **asdict(d), "covers_zero": d.covers_zero,
                                 "verdict": verdict})
             better[i, j], better[j, i] = verdict == 1, verdict == -1
-    return significance_ranks(better), better, comparisons, draws, len(patients), len(set(patients))
+    return significance_ranks(better), better, comparisons, draws, len(patients), len(set(patients)), fewest
 
 
 def decide(d: Difference, direction: str) -> int:

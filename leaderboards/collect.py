@@ -11,10 +11,9 @@ from typing import NamedTuple
 import pandas as pd
 
 from ctbench.errors import CTBenchError
-from ctbench.results import PREDICTIONS_FILE, RESULT_FILE
+from ctbench.result_files import find_result_files
+from ctbench.result_schema import PREDICTIONS_FILE, RESULT_FILE, ResultFile, is_plain_file_name, read_result
 from ctbench.safe_paths import inside
-
-from .schema import ResultFile, is_plain_file_name, read_result
 
 
 class BoardKey(NamedTuple):
@@ -77,7 +76,9 @@ class Entry:
 
     @cached_property
     def predictions(self) -> pd.DataFrame:
-        """The per-case predictions beside the result (``case_id``, ``patient_id``, task columns)."""
+        """The predictions beside the result (``case_id``, ``patient_id``, task columns): one row
+        per case, or per query for retrieval (a case listed twice is refused where cases are
+        aligned, :func:`ctbench.leaderboards.paired.align`)."""
         path = self._predictions_path()
         if not path.is_file():
             raise CTBenchError(f"{self.path}: its predictions file {path.name} is missing; re-run this result")
@@ -88,9 +89,6 @@ class Entry:
         missing = [c for c in ("case_id", "patient_id") if c not in frame.columns]
         if missing:
             raise CTBenchError(f"{path}: lacks column(s) {', '.join(missing)}; re-run this result")
-        if frame["case_id"].duplicated().any():
-            dup = frame.loc[frame["case_id"].duplicated(), "case_id"].iloc[0]
-            raise CTBenchError(f"{path}: case_id {dup!r} appears twice; re-run this result")
         return frame
 
     def _predictions_path(self) -> Path:
@@ -108,16 +106,6 @@ class Entry:
         except CTBenchError:
             raise refusal from None
         return self.folder / name
-
-
-def find_result_files(root: Path | str) -> list[Path]:
-    """Every ``result.json`` under ``root`` (or ``root`` itself when it is one), sorted."""
-    root = Path(root).expanduser()
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise CTBenchError(f"results folder {root} does not exist; pass --results DIR holding ctbench results")
-    return sorted(p for p in root.rglob(RESULT_FILE) if p.is_file())
 
 
 def collect(root: Path | str) -> list[Entry]:

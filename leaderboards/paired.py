@@ -96,6 +96,11 @@ def align(frames: dict[str, list[pd.DataFrame]], where: str) -> tuple[np.ndarray
     Returns the patient ids of those cases and the aligned frames. Cases a model failed on are
     dropped for everyone, so each model is compared on exactly the same patients.
     """
+    for k, fs in frames.items():
+        for f in fs:
+            if f["case_id"].duplicated().any():
+                dup = f.loc[f["case_id"].duplicated(), "case_id"].iloc[0]
+                raise CTBenchError(f"{where}: {k!r} lists case_id {dup!r} twice in its predictions; re-run it")
     all_frames = [f for fs in frames.values() for f in fs]
     common = set(all_frames[0]["case_id"])
     for f in all_frames[1:]:

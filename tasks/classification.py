@@ -25,10 +25,9 @@ from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1
 from ctbench import probes, target_checks
 from ctbench import weighted_metrics as wm
 from ctbench.atomic import atomic_write_text
-from ctbench.bootstrap import MetricFn
 from ctbench.metrics_batch import Batched
 from ctbench.registry import register_task
-from ctbench.task import ProbeTask
+from ctbench.task import Metric, ProbeTask
 
 UNDEFINED_LABELS_FILE = "undefined_labels.json"
 MACRO_OVER_DEFINED = ("auroc", "auprc", "balanced_accuracy")  # metrics that skip undefined labels
@@ -99,8 +98,9 @@ class ClassificationTask(ProbeTask):
     def n_classes(self, y: np.ndarray) -> int:
         return int(max(np.max(y), 0)) + 1
 
-    def metrics(self) -> dict[str, MetricFn]:
-        return classification_metrics(self.kind)
+    def metric_table(self) -> dict[str, Metric]:
+        return {name: Metric(name, fn, "maximize", "probabilities")
+                for name, fn in classification_metrics(self.kind).items()}
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
         if self.kind == "binary":

@@ -339,7 +339,7 @@ class DenseTask(ProbeTask):
     when a head trains) and stochastic heads, which the engine refits with several seeds."""
 
     uses_tokens = True
-    run_options: frozenset[str] = frozenset({"device"})  # keywords the runner passes
+    takes_device = True  # the runner passes its --device as the keyword ``device``
     device: str = "auto"  # where the head trains and predicts (see :meth:`head_device`)
 
     def __init__(self, spec: TaskSpec, dataset: Dataset, device: str | None = None) -> None:

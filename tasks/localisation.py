@@ -25,6 +25,7 @@ from torch import nn
 
 from ctbench import target_checks
 from ctbench.bootstrap import MetricFn
+from ctbench.task import Metric
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
 from ctbench.tasks.dense import CaseCache, DenseTask, TokenScaler, grid_world, normalised_positions, train_head
@@ -83,7 +84,6 @@ class LocalisationTask(DenseTask):
     """World-space point localisation from token grids (attention-pooled coordinate regressor)."""
 
     category = "localisation"
-    lower_is_better = frozenset({"centre_error_mm"})
 
     def __init__(self, spec, dataset, device: str | None = None) -> None:
         if len(spec.targets) != 3:
@@ -145,9 +145,11 @@ class LocalisationTask(DenseTask):
             preds.append(np.stack(out))
         return np.mean(preds, axis=0)  # per case, the mean of the seeds' centres
 
-    def metrics(self) -> dict[str, MetricFn]:
-        return {"centre_error_mm": mean_centre_error,
-                **{f"hit_rate_{r}mm": _hit_rate(r) for r in HIT_RADII_MM}}
+    def metric_table(self) -> dict[str, Metric]:
+        out = {"centre_error_mm": Metric("centre_error_mm", mean_centre_error, "minimize", "centres")}
+        for r in HIT_RADII_MM:
+            out[f"hit_rate_{r}mm"] = Metric(f"hit_rate_{r}mm", _hit_rate(r), "maximize", "centres")
+        return out
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
         cols = {}
@@ -156,3 +158,10 @@ class LocalisationTask(DenseTask):
             cols[f"p_{name}"] = pred[:, j]
         cols["error_mm"] = centre_errors(y, pred)
         return cols
+
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """True and predicted centres ``(n, 3)`` (world mm) from the ``y_``/``p_`` columns: the
+        layout :meth:`metrics` scores, so re-scoring uses them as they are."""
+        y = self._columns(frame, [f"y_{t}" for t in self.spec.targets]).astype(np.float64)
+        p = self._columns(frame, [f"p_{t}" for t in self.spec.targets]).astype(np.float64)
+        return y, p

@@ -12,10 +12,9 @@ from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_err
 
 from ctbench import probes
 from ctbench import weighted_metrics as wm
-from ctbench.bootstrap import MetricFn
 from ctbench.metrics_batch import Batched
 from ctbench.registry import register_task
-from ctbench.task import ProbeTask
+from ctbench.task import Metric, ProbeTask
 
 
 def pearson(y: np.ndarray, p: np.ndarray) -> float:
@@ -45,7 +44,6 @@ class RegressionTask(ProbeTask):
     """Continuous targets from embeddings (ridge / MLP probes, targets standardised on train)."""
 
     category = "regression"
-    lower_is_better = frozenset({"mae", "rmse"})
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         y = rows[list(self.spec.targets)].to_numpy(dtype=np.float64)
@@ -65,8 +63,10 @@ class RegressionTask(ProbeTask):
             preds.append(np.asarray(model.predict(X_eval)).reshape((len(X_eval),) + y_train.shape[1:]))
         return np.mean(preds, axis=0)
 
-    def metrics(self) -> dict[str, MetricFn]:
-        return regression_metrics()
+    def metric_table(self) -> dict[str, Metric]:
+        lower = {"mae", "rmse"}
+        return {name: Metric(name, fn, "minimize" if name in lower else "maximize", "values")
+                for name, fn in regression_metrics().items()}
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
         y2, p2 = y.reshape(len(y), -1), pred.reshape(len(pred), -1)

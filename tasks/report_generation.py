@@ -25,6 +25,8 @@ Protocol notes:
   ``beam`` change the probe, so they are part of :meth:`ReportGenerationTask.options` (and of the
   run's study name and result folder when they differ from :data:`OPTION_DEFAULTS`); the device
   is not.
+- Read-back: predictions.csv holds per-case finding vectors, ROUGE-L and BLEU counts, from which
+  the leaderboards re-score saved results (:mod:`ctbench.tasks.report_scores`).
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ from ctbench.bootstrap import MetricFn
 from ctbench.devices import check_device_name, resolve_device
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
-from ctbench.task import ProbeTask
+from ctbench.task import Metric, ProbeTask, TaskOption
 from ctbench.types import Features
 
+from . import report_scores as rs
 from . import text_metrics as tm
 from .findings import LABELS, UNCERTAIN_AS_POSITIVE, dataset_labels, finding_vector
 from .report_targets import check_report_text, report_mask, report_texts
@@ -109,7 +112,13 @@ class ReportGenerationTask(ProbeTask):
 
     category = "report-generation"
     uses_tokens = True
-    run_options: frozenset[str] = frozenset({"llm", "beam", "device"})  # keywords the runner passes
+    options = (
+        TaskOption("llm", str, None, "folder of a local Hugging Face causal LM to decode with (needs "
+                   "transformers; default: none, the small trained decoder)", env=ENV_LLM),
+        TaskOption("beam", int, 1, "beam width of decoding (1 = greedy)", env=ENV_BEAM),
+    )
+    takes_device = True
+    _device_source = "--device"  # where the device setting came from (for messages)
     probe_modules = ("ctbench.tasks.report_decoder", "ctbench.tasks.findings", "ctbench.tasks.text_metrics")
 
     def __init__(self, spec, dataset, llm: str | None = None, beam: int | None = None,
@@ -138,15 +147,15 @@ class ReportGenerationTask(ProbeTask):
         """The finding labels scored on this dataset (those its manifest annotates, else all)."""
         return dataset_labels(self.dataset.manifest.columns)
 
-    def options(self) -> dict:
+    def probe_settings(self) -> dict:
         """Task settings that change the probe (record them with the result and study)."""
         return {"labels": list(self.labels), "llm": self.llm, "beam": self.beam, "pool": POOL,
                 "max_tokens": MAX_TOKENS, "queries": N_QUERIES,
                 "uncertain_as_positive": UNCERTAIN_AS_POSITIVE}
 
-    def default_options(self) -> dict:
-        """:meth:`options` as they would be with no option given (flag or environment)."""
-        return {**self.options(), **OPTION_DEFAULTS}
+    def default_probe_settings(self) -> dict:
+        """:meth:`probe_settings` as they would be with no option given (flag or environment)."""
+        return {**self.probe_settings(), **OPTION_DEFAULTS}
 
     def targets(self, rows: pd.DataFrame) -> np.ndarray:
         """Report strings ("" where there is none: such cases are not usable)."""
@@ -184,7 +193,7 @@ class ReportGenerationTask(ProbeTask):
         """Where the probe trains and decodes: :attr:`device` through
         :func:`ctbench.devices.resolve_device` (``auto``: CUDA when visible, else CPU; CUDA
         without a GPU is a one-line error naming the flag or environment variable)."""
-        return torch.device(resolve_device(self.device, getattr(self, "_device_source", "--device")))
+        return torch.device(resolve_device(self.device, self._device_source))
 
     def _build(self, params: dict, emb_dim: int, token_dim: int | None, y_train: np.ndarray):
         width, depth = int(params["width"]), int(params["depth"])
@@ -228,9 +237,9 @@ class ReportGenerationTask(ProbeTask):
         out[:] = reports
         return out
 
-    def metrics(self) -> dict[str, MetricFn]:
+    def metric_table(self) -> dict[str, Metric]:
         labels = self.labels
-        return {
+        fns: dict[str, MetricFn] = {
             "finding_f1": partial(tm.finding_f1_micro, labels=labels),
             "finding_f1_macro": partial(tm.finding_f1_macro, labels=labels),
             "finding_precision": partial(tm.finding_precision, labels=labels),
@@ -238,12 +247,23 @@ class ReportGenerationTask(ProbeTask):
             "bleu4": tm.bleu4,
             "rouge_l": tm.rouge_l,
         }
+        return {name: Metric(name, fn, "maximize", "reports") for name, fn in fns.items()}
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
         name = self.spec.targets[0]
         return {f"y_{name}": y, f"p_{name}": pred,
                 "y_findings": np.array([_names(r, self.labels) for r in y], dtype=object),
-                "p_findings": np.array([_names(r, self.labels) for r in pred], dtype=object)}
+                "p_findings": np.array([_names(r, self.labels) for r in pred], dtype=object),
+                **rs.per_case_columns(y, pred)}
+
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Finding vectors of both reports and their per-case ROUGE-L and BLEU statistics, in
+        the layout of :mod:`ctbench.tasks.report_scores` (no report is read again)."""
+        return rs.read_layout(frame, self.spec.name)
+
+    def rescoring_metrics(self) -> dict[str, MetricFn]:
+        """The task's metrics on the read-back layout (:func:`ctbench.tasks.report_scores.layout_metrics`)."""
+        return rs.layout_metrics()
 
     def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
         """``reports.jsonl`` (one line per test case, in predictions.csv order) and
@@ -254,7 +274,7 @@ class ReportGenerationTask(ProbeTask):
                              "findings_generated": _names(p, LABELS, sep=None)})
                  for i, (r, p) in enumerate(zip(y, pred))]
         atomic_write_text(folder / REPORTS_FILE, "\n".join(lines) + "\n")
-        scores = {"uncertain_as_positive": UNCERTAIN_AS_POSITIVE, "options": self.options(),
+        scores = {"uncertain_as_positive": UNCERTAIN_AS_POSITIVE, "options": self.probe_settings(),
                   "scored": tm.per_label_scores(y, pred, self.labels),
                   "all_labels": tm.per_label_scores(y, pred)}
         atomic_write_text(folder / SCORES_FILE, json.dumps(scores, indent=2))

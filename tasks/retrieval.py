@@ -31,7 +31,9 @@ import pandas as pd
 from ctbench import target_checks
 from ctbench.bootstrap import MetricFn, bootstrap_metrics
 from ctbench.registry import register_task
-from ctbench.task import EvalTask
+from ctbench.task import EvalTask, Metric
+
+from . import retrieval_scores as scores
 
 KS = (1, 5, 10)
 N_NEGATIVES = 99
@@ -147,6 +149,13 @@ def score_table(groups: list[TieGroups], with_ap: bool) -> dict[str, np.ndarray]
     return cols
 
 
+def _mean_value(_: np.ndarray, values: np.ndarray) -> float:
+    """The mean of per-query values (ValueError without queries)."""
+    if not len(values):
+        raise ValueError("no query to average over")
+    return float(np.mean(values))
+
+
 def _mean_of(values: np.ndarray) -> MetricFn:
     """Metric over resampled query indices: the mean of ``values`` on them."""
     return lambda idx, _: float(np.mean(values[np.asarray(idx, dtype=int)])) if len(idx) else float("nan")
@@ -160,6 +169,11 @@ class RetrievalTask(EvalTask):
 
     def label_columns(self) -> list[str]:
         return [c for c in self.spec.targets if c != "patient_id"]
+
+    def metric_table(self) -> dict[str, Metric]:
+        """Means of per-query values (the ``recall@k`` / ``ap`` columns of the predictions)."""
+        names = [f"{p}_recall@{k}" for p in ("label", "instance") for k in KS] + ["instance_map"]
+        return {n: Metric(n, _mean_value, "maximize", "per-query values") for n in names}
 
     def validate_targets(self, rows: pd.DataFrame) -> None:
         """Label columns must be 0 or 1 (a case holds the label or not); ``patient_id`` (the
@@ -200,3 +214,16 @@ class RetrievalTask(EvalTask):
             frames.append(pd.DataFrame({"protocol": name, "label": labels, "case_id": case_ids[q],
                                         "patient_id": patients[q], **cols}))
         return estimates, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), info
+
+    def per_case_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The per-query predictions summed per case for the main metric's protocol
+        (:func:`ctbench.tasks.retrieval_scores.per_case`): the rows the leaderboards align."""
+        return scores.per_case(frame, scores.protocol_of(self.main_metric))
+
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Queries per case and per-case sums of the protocol's per-query values."""
+        return scores.read_layout(frame, scores.protocol_of(self.main_metric))
+
+    def rescoring_metrics(self) -> dict[str, MetricFn]:
+        """The main metric's protocol's metrics on the per-case layout (ratios of sums)."""
+        return scores.layout_metrics(scores.protocol_of(self.main_metric))

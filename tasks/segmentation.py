@@ -28,6 +28,9 @@ class, over the cases without the class, the false-positive case rate ``fp_rate_
 of them with any voxel predicted as the class) and the mean false-positive volume ``fp_ml_<class>``
 (predicted voxels x the original voxel volume, |det| of the mask affine, in mL); ``fp_rate_macro``
 and ``fp_ml_macro`` average them over the foreground classes that have such cases.
+
+predictions.csv holds these per case and structure (``dice_<name>``, ``fp_ml_<name>``), so the
+leaderboards re-score saved results without the masks (:mod:`ctbench.tasks.segmentation_scores`).
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ import torch
 from torch import nn
 
 from ctbench.bootstrap import MetricFn
+from ctbench.datasets import TaskSpec
+from ctbench.task import Metric
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
 from ctbench.tasks.dense import (
     CaseCache, DenseTask, TokenScaler, confusion_counts, label_geometry, labels_to_grid, predict_labels, read_labels,
     refine_affine, spacing, train_head,
 )
+from ctbench.tasks.segmentation_scores import layout_metrics, read_layout, structure_names
 from ctbench.types import Features
 
 HEADS = ("linear", "decoder")
@@ -177,14 +183,6 @@ def _fp_of(label: int | None, rate: bool) -> MetricFn:
     return fn
 
 
-class _LowerIsBetter(frozenset):
-    """Metric names where smaller wins: its members and any name with one of ``FP_PREFIXES``
-    (the per-class false-positive measures, named after labels found only at run time)."""
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (name.startswith(FP_PREFIXES) or frozenset.__contains__(self, name))
-
-
 def _dice_of(label: int) -> MetricFn:
     def fn(y: np.ndarray, pred: np.ndarray) -> float:
         table = dice_table(y, pred)
@@ -293,7 +291,7 @@ class SegmentationTask(DenseTask):
     """Label maps from token grids (linear head or conv decoder), Dice on the original voxels."""
 
     category = "segmentation"
-    lower_is_better = _LowerIsBetter({"fp_rate_macro", "fp_ml_macro"})
+    _scored_structures: tuple[str, ...] | None = None  # set by the first from_prediction_frame
 
     def __init__(self, spec, dataset, device: str | None = None) -> None:
         if len(spec.targets) != 1:
@@ -363,23 +361,53 @@ class SegmentationTask(DenseTask):
             pred[i] = SegPrediction((p / len(seeds)).astype(np.float16), _grid(f, factor)[0])
         return pred
 
-    def metrics(self) -> dict[str, MetricFn]:
+    def metric_table(self) -> dict[str, Metric]:
         names = sorted(self.label_names.items())
-        out: dict[str, MetricFn] = {"dice_macro": dice_macro, **{f"dice_{n}": _dice_of(c) for c, n in names}}
-        out |= {"fp_rate_macro": _fp_of(None, rate=True), "fp_ml_macro": _fp_of(None, rate=False)}
+        fns: dict[str, MetricFn] = {"dice_macro": dice_macro, **{f"dice_{n}": _dice_of(c) for c, n in names}}
+        fns |= {"fp_rate_macro": _fp_of(None, rate=True), "fp_ml_macro": _fp_of(None, rate=False)}
         for c, n in names:
-            out |= {f"fp_rate_{n}": _fp_of(c, rate=True), f"fp_ml_{n}": _fp_of(c, rate=False)}
-        return out
+            fns |= {f"fp_rate_{n}": _fp_of(c, rate=True), f"fp_ml_{n}": _fp_of(c, rate=False)}
+        return {name: Metric(name, fn, "minimize" if name.startswith(FP_PREFIXES) else "maximize", "label maps")
+                for name, fn in fns.items()}
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
-        table = dice_table(y, pred)
+        """Per case: ``dice_macro`` (its mean over the structures it holds) and, for every
+        foreground label of the table (named or not, see :meth:`structure_ids`), ``dice_<name>``
+        (NaN where the truth lacks it) and ``fp_ml_<name>`` (NaN where the truth holds it or
+        the label was not scored on the case): what :meth:`from_prediction_frame` reads back."""
+        table, fp = dice_table(y, pred), false_positive_ml(y, pred)
+        widths = np.array([p.counts(t).shape[1] for t, p in zip(y, pred)])  # labels scored per case
         cols = {"dice_macro": np.array([np.nanmean(r[1:]) if np.isfinite(r[1:]).any() else np.nan
                                         for r in table])}
-        fp = false_positive_ml(y, pred)
-        for c, name in sorted(self.label_names.items()):
+        for c in self.structure_ids(table.shape[1]):
+            name = self.label_names.get(c, str(c))
             cols[f"dice_{name}"] = table[:, c] if c < table.shape[1] else np.full(len(y), np.nan)
-            cols[f"fp_ml_{name}"] = fp[:, c] if c < fp.shape[1] else np.zeros(len(y))
+            cols[f"fp_ml_{name}"] = np.where(widths > c, fp[:, c] if c < fp.shape[1] else 0.0, np.nan)
         return cols
+
+    def structure_ids(self, n_labels: int) -> list[int]:
+        """Foreground labels written per case: every label below ``n_labels`` (the width of the
+        test cases' Dice table) and every named one."""
+        return sorted(set(range(1, n_labels)) | {c for c in self.label_names if c > 0})
+
+    def from_prediction_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Per-case presence and Dice of each structure and its false-positive volume, in the
+        layout of :mod:`ctbench.tasks.segmentation_scores` (masks are not read again). The first
+        frame read fixes the structures (its ``dice_<name>`` columns); later frames must have them."""
+        if self._scored_structures is None:
+            self._scored_structures = structure_names(frame.columns)
+        return read_layout(frame, self._scored_structures, self.spec.name)
+
+    def rescoring_metrics(self) -> dict[str, MetricFn]:
+        """The task's metrics on the read-back layout, for the structures of the frames read so
+        far (none before the first: then only the macro means)."""
+        return layout_metrics(self._scored_structures or ())
+
+    @classmethod
+    def for_scoring(cls, spec: TaskSpec) -> "SegmentationTask":
+        task = super().for_scoring(spec)
+        task.label_names = dict(spec.label_names)
+        return task
 
     def write_artifacts(self, folder: Path, y: np.ndarray, pred: np.ndarray) -> list[str]:
         """Predicted label maps of the test cases on their original voxel grids (NIfTI)."""

@@ -19,10 +19,9 @@ import pandas as pd
 
 from ctbench import target_checks
 from ctbench.atomic import atomic_path
-from ctbench.bootstrap import MetricFn
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
-from ctbench.task import ProbeTask
+from ctbench.task import Metric, ProbeTask
 
 from .survival_metrics import c_index, time_dependent_auc
 from .survival_probes import DeepCox, PCACox
@@ -99,10 +98,10 @@ class SurvivalTask(ProbeTask):
         preds = [DeepCox(**p, seed=s).fit(X_train, y_train).predict(X_eval) for s in seeds]
         return np.mean(preds, axis=0)
 
-    def metrics(self) -> dict[str, MetricFn]:
-        out: dict[str, MetricFn] = {"c_index": c_index}
+    def metric_table(self) -> dict[str, Metric]:
+        out = {"c_index": Metric("c_index", c_index, "maximize", "risk")}
         for h in self.horizons:
-            out[f"td_auc@{h:g}"] = partial(time_dependent_auc, horizon=h)
+            out[f"td_auc@{h:g}"] = Metric(f"td_auc@{h:g}", partial(time_dependent_auc, horizon=h), "maximize", "risk")
         return out
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:

@@ -61,7 +61,7 @@ def test_a_visible_gpu_is_used_for_auto_and_its_index_is_checked(one_gpu):
 @pytest.mark.parametrize("task_cls", [LocalisationTask, SegmentationTask])
 @pytest.mark.parametrize("run_device, task_device", [("cpu", "cpu"), ("auto", "auto")])
 def test_the_runs_device_reaches_the_dense_task(small_phantom, task_cls, run_device, task_device):
-    """The runner passes ``--device`` to a dense task (it lists ``device`` in run_options);
+    """The runner passes ``--device`` to a dense task (it declares ``takes_device``);
     ``auto`` is not passed, so the task resolves it itself when its head trains."""
     dataset = open_dataset(str(small_phantom))
     spec = dataset.card.task(task_cls.category)
@@ -69,7 +69,7 @@ def test_the_runs_device_reaches_the_dense_task(small_phantom, task_cls, run_dev
     kwargs = task_kwargs(task_cls, spec, cfg)
     assert kwargs == ({"device": "cpu"} if run_device == "cpu" else {})
     task = task_cls(spec, dataset, **kwargs)
-    assert task.device == task_device and task.run_options == frozenset({"device"}) and task.uses_tokens
+    assert task.device == task_device and task.takes_device and task.uses_tokens
     assert task.is_stochastic({"probe": "linear"})
 
 

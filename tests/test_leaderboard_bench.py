@@ -172,7 +172,7 @@ def report_dataset(tmp_path) -> Path:
 def test_report_options_from_the_environment_get_the_runners_opts_folder(report_dataset, report_env, monkeypatch,
                                                                            tmp_path):
     from ctbench.datasets import open_dataset
-    from ctbench.runner import options_tag
+    from ctbench.task_options import options_tag
 
     out, tasks = tmp_path / "res", ["nodule", "report-generation"]
     nodule = result_dir(out, "tiny", "nodule", "m1", "random", 0) / "result.json"

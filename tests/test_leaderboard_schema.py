@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ctbench.errors import CTBenchError
-from ctbench.leaderboards.schema import MIGRATIONS, read_result
+from ctbench.result_schema import MIGRATIONS, read_result
 from ctbench.load import COLUMNS, load_results
 from ctbench.results import SCHEMA_VERSION
 from tests.test_leaderboard_fixtures import SPLIT, known_case, write_result_file
@@ -30,7 +30,7 @@ def test_current_runner_output_validates(one_result):
     assert r.schema_version == SCHEMA_VERSION == 1 and r.migrated_from_schema is None
     assert r.task.main_metric == "auroc" and r.config.train_fraction == 1.0
     assert r.metrics["auroc"].value == 1.0 and r.model.card.name == "best"
-    assert r.model.card.model_extra["licence"] == "CC0-1.0"  # the full card is kept
+    assert r.model.card.licence == "CC0-1.0" and r.model.card.input is not None  # the full card is kept
 
 
 def _schema0(data):

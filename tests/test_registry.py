@@ -151,10 +151,12 @@ def test_a_broken_task_plugin_is_listed_as_broken(tmp_path, monkeypatch, capsys)
     from tests.cli_helpers import run_cli
 
     plugin_site(tmp_path, monkeypatch, group="ctbench.tasks")
-    reg: Registry = Registry("task category", "ctbench.tasks")
+    reg: Registry = Registry("task category", "ctbench.tasks", validate=ctbench.registry.check_task_class)
     for name, ref in BUILTIN_TASKS.items():
         reg.add_lazy(name, ref)
     monkeypatch.setattr(ctbench.registry, "TASKS", reg)
     code, out, _ = run_cli(monkeypatch, capsys, "tasks", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and "classification" in rows and "needs a GPU driver" in rows["plug-import"]["error"]
+    # an adapter class registered as a task category is refused by the task contract
+    assert "not a subclass of ctbench.task.ProbeTask or EvalTask" in rows["plug-good"]["error"]

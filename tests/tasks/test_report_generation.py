@@ -236,7 +236,7 @@ def test_frozen_local_language_model_with_a_trained_prefix(tmp_path, monkeypatch
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "lm")  # no tokenizer files
     monkeypatch.setenv("CTBENCH_REPORT_LLM", str(tmp_path / "lm"))
     task = _task()
-    assert task.llm == str(tmp_path / "lm") and task.options()["llm"] == task.llm
+    assert task.llm == str(tmp_path / "lm") and task.probe_settings()["llm"] == task.llm
     lm, codec = rd.load_llm(task.llm)
     assert isinstance(codec, rd.ClipCodec)
     y = _objects(["No pleural effusion. A 5 mm nodule.", "Small right pleural effusion."] * 3)

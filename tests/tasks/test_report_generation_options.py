@@ -15,13 +15,17 @@ from ctbench.datasets import Dataset, DatasetCard, TaskSpec
 from ctbench.errors import CTBenchError
 from ctbench.provenance import PROTOCOL_VERSION
 from ctbench.results import result_dir
-from ctbench.runner import RunConfig, options_tag, run, study_name, task_kwargs
+from ctbench.run_config import RunConfig
+from ctbench.runner import run
+from ctbench.study import study_name
+from ctbench.task_options import options_tag, task_kwargs
 from ctbench.tasks import report_generation as rg
 from ctbench.tasks.report_generation import ReportGenerationTask
 
 SPEC = TaskSpec(name="report-generation", category="report-generation", targets=("report",),
                 main_metric="finding_f1")
-WRONG_TASK = "--llm applies only to report-generation tasks; task 'classification' is a classification task"
+WRONG_TASK = ("--llm applies only to report-generation tasks, not to classification tasks (options of this "
+              "category: none; see `ctbench tasks`)")
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +73,7 @@ def test_run_options_map_to_task_keywords_and_the_environment_is_a_fallback(monk
     assert _task().beam == 3 and _task().device == "cuda:7"  # nothing given: the environment
     given = _task(**task_kwargs(ReportGenerationTask, SPEC, _cfg(task_options={"beam": 2}, device="cpu")))
     assert given.beam == 2 and given.device == "cpu"  # the flags win
-    with pytest.raises(CTBenchError, match="unknown task option 'temperature'; known: llm, beam"):
+    with pytest.raises(CTBenchError, match="--temperature applies only to no registered tasks"):
         task_kwargs(ReportGenerationTask, SPEC, _cfg(task_options={"temperature": 0.5}))
 
 

@@ -239,9 +239,9 @@ def test_false_positives_on_cases_without_the_structure_are_reported(tmp_path):
     assert score["painter"]["fp_rate_macro"] == 0.5
     assert score["painter"]["fp_ml_macro"] == pytest.approx(lesion_ml / 2)
     # lower is better for every false-positive measure, the main metric keeps its direction
-    assert {"fp_rate_macro", "fp_ml_macro", "fp_rate_lesion", "fp_ml_organ"} <= {
-        n for n in metrics if n in seg.SegmentationTask.lower_is_better}
-    assert "dice_macro" not in seg.SegmentationTask.lower_is_better
+    for name in ("fp_rate_macro", "fp_ml_macro", "fp_rate_lesion", "fp_ml_organ"):
+        assert task.direction_of(name) == "minimize"
+    assert task.direction_of("dice_macro") == task.direction_of("dice_lesion") == "maximize"
     # undefined (NaN) only where every case holds the class; per-case volumes in predictions.csv
     est = bootstrap_metrics(metrics, y[:1], painter[:1], np.array(["a"]), n_boot=5, seed=0)
     assert np.isnan(est["fp_rate_lesion"].value) and est["dice_macro"].value == 1.0

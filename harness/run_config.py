@@ -1,0 +1,26 @@
+"""``RunConfig``: everything that defines one ``ctbench run``; written into its result file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; written into the result file."""
+
+    model: str
+    task: str
+    dataset: str = "phantom"
+    weights: str = "auto"
+    trials: int = 20
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    strict: bool = False
+    variant: str | None = None
+    storage: str | None = None
+    n_boot: int = 1000
+    train_fraction: float = 1.0
+    task_options: dict[str, Any] = field(default_factory=dict)  # given options only, e.g. {"beam": 2}
