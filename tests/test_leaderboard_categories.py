@@ -5,12 +5,11 @@ on the full test set is the result's own value."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+
 
 import ctbench.engine as engine
 from ctbench.leaderboards import build_board, collect, write_board
@@ -21,7 +20,7 @@ from ctbench.tasks.localisation import LocalisationTask
 from ctbench.tasks.report_generation import ReportGenerationTask
 from ctbench.tasks.segmentation import SegmentationTask
 from tests.dense_fakes import DenseOracleEncoder, register
-from tests.fakes import ConstantEncoder, OracleEncoder, oracle_table
+from tests.fakes import ConstantEncoder, OracleEncoder, oracle_table, strong_survival
 
 COLUMNS = ("lung_nodule", "liver_lesion", "kidney_cyst", "pleural_effusion", "liver_volume_ml", "lesion_burden_ml")
 ORACLE, CONSTANT = "test-oracle", "test-constant"
@@ -53,26 +52,11 @@ FIXED_PROBES = {  # small, quick heads that still separate the oracle from the c
 }
 
 
-def _strong_survival(src: Path, dst: Path) -> Path:
-    """The phantom with event times following its lesion burden and effusion (a quarter
-    censored early), so that a small test split separates the two models."""
-    shutil.copytree(src, dst)
-    m = pd.read_csv(dst / "manifest.csv")
-    z = m["lesion_burden_ml"] / m["lesion_burden_ml"].std() + m["pleural_effusion"]
-    m["time"] = 1000.0 * np.exp(-z)
-    m["event"] = 1
-    censored = np.arange(len(m)) % 4 == 0
-    m.loc[censored, "time"] *= 0.5
-    m.loc[censored, "event"] = 0
-    m.to_csv(dst / "manifest.csv", index=False)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def results(small_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Result folders of every category (one per task and model) under one root."""
     root = tmp_path_factory.mktemp("categories")
-    datasets = {"phantom": small_phantom, "strong": _strong_survival(small_phantom, root / "strong")}
+    datasets = {"phantom": small_phantom, "strong": strong_survival(small_phantom, root / "strong")}
     for name, cls in ((ORACLE, OracleEncoder), (CONSTANT, ConstantEncoder)):
         if name not in MODELS:
             MODELS.register(name)(cls)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from ctbench.runner import RunConfig, run
+from tests.fakes import strong_survival
 
 COLUMNS = ("lung_nodule", "liver_lesion", "kidney_cyst", "pleural_effusion",
            "liver_volume_ml", "lesion_burden_ml")
@@ -54,25 +55,8 @@ def test_regression_oracle_vs_shuffled(small_phantom, tmp_path, oracle):
     assert real["task"]["direction"] == "maximize"
 
 
-def _strong_survival(src, dst):
-    """The phantom with event times that follow its lesion burden and effusion exactly (a
-    quarter censored early): a 40-patient test split then measures the probe, not the noise."""
-    import shutil
-
-    shutil.copytree(src, dst)
-    m = pd.read_csv(dst / "manifest.csv")
-    z = m["lesion_burden_ml"] / m["lesion_burden_ml"].std() + m["pleural_effusion"]
-    m["time"] = 1000.0 * np.exp(-z)
-    m["event"] = 1
-    censored = np.arange(len(m)) % 4 == 0
-    m.loc[censored, "time"] *= 0.5
-    m.loc[censored, "event"] = 0
-    m.to_csv(dst / "manifest.csv", index=False)
-    return dst
-
-
 def test_survival_oracle_vs_shuffled_and_km_plot(small_phantom, tmp_path, oracle):
-    strong = _strong_survival(small_phantom, tmp_path / "strong")
+    strong = strong_survival(small_phantom, tmp_path / "strong")
     path, real = _run(strong, tmp_path / "v", "survival", oracle)
     shuf = _shuffled(strong, tmp_path / "s", ["time", "event"])
     _, control = _run(shuf, tmp_path / "vs", "survival", oracle)
