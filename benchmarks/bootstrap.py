@@ -24,6 +24,7 @@ from ctbench.bootstrap import bootstrap_draws, bootstrap_metrics
 from ctbench.leaderboards.paired import model_draws
 from ctbench.tasks.classification import classification_metrics
 from ctbench.tasks.regression import regression_metrics
+from ctbench.tasks.survival import SurvivalTask
 
 # --- the old implementation, kept verbatim as the reference --------------------------------
 
@@ -85,12 +86,25 @@ def cases(groups: np.ndarray, seed: int) -> dict[str, tuple[dict, np.ndarray, np
     y_b = y_ml[:, 0]
     y_r = rng.normal(size=(n, 2))
     p_r = y_r + rng.normal(scale=0.8, size=(n, 2))
+    t = rng.choice(np.arange(30.0, 1500.0, 30.0), size=n)  # coarse days: tied times
+    y_s = np.stack([t, (rng.random(n) < 0.7).astype(float)], axis=1)
+    risk = np.round(-t / 500 + rng.normal(size=n), 2)
     return {
         "multilabel (5 labels)": (classification_metrics("multilabel"), y_ml, p_ml),
         "binary": (classification_metrics("binary"), y_b, p_ml[:, 0]),
         "regression (1 target)": (regression_metrics(), y_r[:, 0], p_r[:, 0]),
         "regression (2 targets)": (regression_metrics(), y_r, p_r),
+        "survival (C-index, 3 td-AUC)": (survival_metrics(), y_s, risk),
     }
+
+
+def survival_metrics() -> dict:
+    """The survival task's metrics at three horizons (as a dataset card would give them)."""
+    from ctbench.datasets import TaskSpec
+
+    spec = TaskSpec(name="s", category="survival", targets=("time", "event"), main_metric="c_index",
+                    horizons=(365.0, 730.0, 1095.0))
+    return SurvivalTask.for_scoring(spec).metrics()
 
 
 # --- comparison ----------------------------------------------------------------------------

@@ -20,9 +20,11 @@ import pandas as pd
 from ctbench import target_checks
 from ctbench.atomic import atomic_path
 from ctbench.errors import CTBenchError
+from ctbench.metrics_batch import Batched
 from ctbench.registry import register_task
 from ctbench.task import Metric, ProbeTask
 
+from .survival_batch import c_index_batch, td_auc_batch
 from .survival_metrics import c_index, time_dependent_auc
 from .survival_probes import DeepCox, PCACox
 
@@ -40,7 +42,7 @@ class SurvivalTask(ProbeTask):
     """Time-to-event targets (time, event) from embeddings (penalised Cox / deep-Cox probes)."""
 
     category = "survival"
-    probe_modules = ("ctbench.tasks.survival_probes", "ctbench.tasks.survival_metrics")
+    probe_modules = ("ctbench.tasks.survival_probes", "ctbench.tasks.survival_metrics", "ctbench.tasks.survival_batch")
 
     def __init__(self, spec, dataset) -> None:
         dataset.require_columns(list(spec.targets))
@@ -99,9 +101,12 @@ class SurvivalTask(ProbeTask):
         return np.mean(preds, axis=0)
 
     def metric_table(self) -> dict[str, Metric]:
-        out = {"c_index": Metric("c_index", c_index, "maximize", "risk")}
+        """C-index and time-dependent AUCs, each also scored on all bootstrap resamples at once
+        (:mod:`ctbench.tasks.survival_batch`)."""
+        out = {"c_index": Metric("c_index", Batched(c_index, c_index_batch), "maximize", "risk")}
         for h in self.horizons:
-            out[f"td_auc@{h:g}"] = Metric(f"td_auc@{h:g}", partial(time_dependent_auc, horizon=h), "maximize", "risk")
+            fn = Batched(partial(time_dependent_auc, horizon=h), partial(td_auc_batch, horizon=h))
+            out[f"td_auc@{h:g}"] = Metric(f"td_auc@{h:g}", fn, "maximize", "risk")
         return out
 
     def prediction_columns(self, y, pred) -> dict[str, np.ndarray]:
