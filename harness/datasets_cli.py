@@ -5,6 +5,9 @@
 - ``ctbench datasets prepare NAME --source DIR [--out DIR] [--seed N] [--strict]``: turn the
   folder you downloaded into a prepared dataset (``manifest.csv`` + ``dataset.json``) for
   ``ctbench run --dataset DIR`` (see :mod:`ctbench.recipes`).
+- ``ctbench datasets validate DIR [--quick] [--json]``: check a prepared folder without running a
+  model (card, manifest, splits, targets per task, every image read, masks on their images'
+  grids); exit 1 when a check fails (see :mod:`ctbench.validate`).
 - ``ctbench datasets phantom --out DIR [--patients N] [--seed N] [--resolution R]``: write a
   phantom of another size, seed or resolution (the built-in ``phantom`` is 100 patients, seed 0),
   e.g. a larger one whose test split gives tighter confidence intervals. Its card is named after
@@ -21,16 +24,18 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import CTBenchError
 
-__all__ = ["app", "dataset_rows", "list_datasets", "prepare_command", "phantom_command"]
+__all__ = ["app", "dataset_rows", "list_datasets", "prepare_command", "phantom_command", "validate_command"]
 
 app = typer.Typer(add_completion=False, invoke_without_command=True,
-                  help="List datasets and recipes; prepare a downloaded public dataset; write a phantom "
-                       "of any size, seed or resolution (`ctbench datasets phantom --out DIR`).")
+                  help="List datasets and recipes; prepare a downloaded public dataset; validate a prepared "
+                       "folder (`ctbench datasets validate DIR`); write a phantom of any size, seed or "
+                       "resolution (`ctbench datasets phantom --out DIR`).")
 console = Console()
 err = Console(stderr=True)
 
@@ -117,7 +122,7 @@ def prepare_command(
                       progress=lambda done, total: bar.update(task_id, completed=done, total=total))
     card = res.dataset.card
     counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
-    console.print(f"[bold]{card.name}[/]: {sum(res.counts.values())} cases ({counts}) -> {res.folder}")
+    console.print(f"[bold]{card.name}[/]: {sum(res.counts.values())} cases ({counts}) -> {res.folder}", soft_wrap=True)
     console.print(f"tasks: {', '.join(t.name for t in card.tasks)}; split hash "
                   f"{res.dataset.split_hash()[:12]}")
     if res.skipped:
@@ -125,7 +130,7 @@ def prepare_command(
                       f"{res.skipped[0][0]}: {res.skipped[0][1]} (all counted in prepare.json)")
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {w}")
-    console.print(f"next: ctbench run --model MODEL --task {card.tasks[0].name} --dataset {res.folder}")
+    console.print(f"next: ctbench run --model MODEL --task {card.tasks[0].name} --dataset {res.folder}", soft_wrap=True)
 
 
 @app.command("phantom")
@@ -152,5 +157,58 @@ def phantom_command(
     counts = ds.manifest["split"].value_counts()
     console.print(f"[bold]{ds.card.name}[/]: {patients} patients, {len(ds.manifest)} scans "
                   f"(train {counts.get('train', 0)}, val {counts.get('val', 0)}, test {counts.get('test', 0)}) "
-                  f"-> {folder}")
-    console.print(f"next: ctbench run --model MODEL --task classification --dataset {folder}")
+                  f"-> {folder}", soft_wrap=True)
+    console.print(f"next: ctbench run --model MODEL --task classification --dataset {folder}", soft_wrap=True)
+
+
+SHOWN_PER_CHECK = 20  # problems listed per check in the table view (--json lists all)
+
+
+@app.command("validate")
+def validate_command(
+    folder: Path = typer.Argument(..., help="a prepared dataset folder (dataset.json + manifest.csv/.parquet)"),
+    quick: bool = typer.Option(False, "--quick", help="read image headers only, not the images "
+                                                      "(DICOM folders: checked to exist)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Check a dataset folder without running a model: card and manifest, splits, targets per
+    task, every image readable, masks on their images' grids. Exit 1 when a check fails."""
+    from .validate import validate_folder
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=as_json) as bar:
+        task_id = bar.add_task("reading image headers" if quick else "reading images", total=None)
+        report = validate_folder(folder, quick=quick,
+                                 progress=lambda done, total: bar.update(task_id, completed=done, total=total))
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def print_report(report) -> None:
+    """A validation report as a table (one row per check), then its problems and warnings."""
+    table = Table(title=f"ctbench datasets validate: {report.dataset or report.folder}")
+    for col in ("check", "status", "details"):
+        table.add_column(col, overflow="fold")
+    for c in report.checks:
+        table.add_row(escape(c.name), "[green]ok[/]" if c.ok else "[bold red]FAIL[/]", escape(c.detail))
+    console.print(table)
+    for title, items, style in (("problems", report.problems, "red"), ("warnings", report.warnings, "yellow")):
+        if not items:
+            continue
+        console.print(f"[{style}]{len(items)} {title}:[/]")
+        by_check: dict[str, list] = {}
+        for item in items:
+            by_check.setdefault(item.check, []).append(item)
+        for check, group in by_check.items():
+            for item in group[:SHOWN_PER_CHECK]:
+                console.print(f"  [{style}]{escape(check)}[/]: {escape(item.message)}", highlight=False,
+                              soft_wrap=True)
+            if len(group) > SHOWN_PER_CHECK:
+                console.print(f"  {escape(check)}: ... {len(group) - SHOWN_PER_CHECK} more (--json lists all)")
+    if report.ok:
+        note = " (images not read: --quick)" if report.quick else ""
+        console.print(f"[green]valid[/]: {escape(report.folder)}{note}")

@@ -28,7 +28,8 @@ from nibabel.filebasedimages import ImageFileError
 
 from .errors import CTBenchError
 
-__all__ = ["SUPPORTED", "plausibility_warnings", "read_volume", "require_regular", "validate_volume"]
+__all__ = ["MIN_SLICES", "SUPPORTED", "plausibility_warnings", "read_volume", "require_regular", "require_slices",
+           "validate_volume"]
 
 log = logging.getLogger("ctbench")
 
@@ -45,6 +46,9 @@ _ITK_NOISE = re.compile(r"^(ITK ERROR: \w+\(0x[0-9a-f]+\): |sitk::ERROR: )")
 MIN_HU_RANGE = 100.0
 NORMALISED = (-2.0, 2.0)
 SPACING_MM = (0.05, 20.0)  # plausible voxel size per axis: (low, high]
+# A CT volume has at least this many voxels along every axis; fewer is a slice, a scout or a
+# 2-D image that adapters would otherwise encode silently (e.g. one DICOM file of a series)
+MIN_SLICES = 4
 
 
 def read_volume(path: str | Path) -> MetaTensor:
@@ -54,7 +58,9 @@ def read_volume(path: str | Path) -> MetaTensor:
         raise CTBenchError(f"image not found: {p}; check the path and that the file was copied")
     require_regular(p)
     if p.is_dir():
-        return validate_volume(_read_dicom_dir(p), str(p))
+        vol = validate_volume(_read_dicom_dir(p), str(p))
+        require_slices(tuple(vol.shape[1:]), p, "dicom")
+        return vol
     name = p.name.lower()
     if name.endswith(NIFTI):
         vol = _read_nifti(p)
@@ -65,7 +71,30 @@ def read_volume(path: str | Path) -> MetaTensor:
     else:
         raise CTBenchError(f"unsupported image format: {p}; supported are {', '.join(SUPPORTED)}. "
                            f"Convert the image to one of these (e.g. NIfTI).")
-    return validate_volume(vol, str(p))
+    vol = validate_volume(vol, str(p))
+    require_slices(tuple(vol.shape[1:]), p, vol.meta.get("format"))
+    return vol
+
+
+def require_slices(shape: tuple[int, ...], path: Path, fmt: str | None = None) -> None:
+    """Refuse an image with fewer than ``MIN_SLICES`` voxels along any axis: a single slice (one
+    DICOM file of a series, a scout, a 2-D export) is not a CT volume, and models would encode
+    it without complaint. ``fmt`` ``"dicom"`` words the fix for DICOM files and folders."""
+    short = [(axis, int(n)) for axis, n in enumerate(shape) if int(n) < MIN_SLICES]
+    if not short:
+        return
+    axis, n = short[0]
+    shown = tuple(int(v) for v in shape)
+    rule = f"a CT volume needs at least {MIN_SLICES} voxels along every axis"
+    if fmt == "dicom" and path.is_dir():
+        raise CTBenchError(f"{path}: the DICOM series read from this folder has only {n} slice(s) (shape {shown}); "
+                           f"{rule}. Point the image column at the folder holding the whole series")
+    if fmt == "dicom":
+        raise CTBenchError(f"{path}: a single DICOM file with {n} slice(s) (shape {shown}), not a volume; "
+                           f"{rule}. Point the image column at the series folder ({path.parent}) so that "
+                           f"all its slices are read")
+    raise CTBenchError(f"{path}: only {n} voxel(s) along axis {axis} (shape {shown}); {rule} (this looks "
+                       f"like a single slice or a 2-D image). Export the whole scan as one 3-D volume")
 
 
 def require_regular(path: Path) -> None:

@@ -25,7 +25,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from ctbench.errors import CTBenchError
-from ctbench.readers import plausibility_warnings, read_volume, validate_volume
+from ctbench.readers import MIN_SLICES, _read_itk, plausibility_warnings, read_volume, validate_volume
 
 RNG = np.random.default_rng(1234)
 
@@ -164,6 +164,8 @@ def dicom_world(ds, row: int, col: int) -> np.ndarray:
 
 
 def test_single_dicom_slice_matches_pydicom(tmp_path: Path) -> None:
+    """The single-file DICOM reader's values and geometry (read_volume itself refuses one slice
+    as a volume: see test_a_single_dicom_slice_is_refused)."""
     assert CT_SMALL is not None, "pydicom no longer ships CT_small.dcm"
     ds = pydicom.dcmread(CT_SMALL)
     hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
@@ -171,7 +173,7 @@ def test_single_dicom_slice_matches_pydicom(tmp_path: Path) -> None:
     no_ext = tmp_path / "slice"  # same file without an extension: recognised by the DICM magic
     shutil.copy(CT_SMALL, no_ext)
     for path in (CT_SMALL, no_ext):
-        vol = read_volume(path)
+        vol = validate_volume(_read_itk(Path(path), "dicom"), str(path))
         assert vol.shape == (1, ds.Columns, ds.Rows, 1)
         assert vol.meta["format"] == "dicom"
         assert vol.meta["series_uid"] == ds.SeriesInstanceUID
@@ -180,6 +182,41 @@ def test_single_dicom_slice_matches_pydicom(tmp_path: Path) -> None:
         for r, c in PIXELS:
             assert float(vol[0, c, r, 0]) == pytest.approx(hu[r, c])
             np.testing.assert_allclose(world(vol, (c, r, 0)), dicom_world(ds, r, c), atol=1e-4)
+
+
+def test_a_single_dicom_slice_is_refused(tmp_path: Path) -> None:
+    """One file of a series (with or without its extension) is a slice, not a volume: the
+    message names the file and says to point the image column at the series folder."""
+    no_ext = tmp_path / "slice"
+    shutil.copy(CT_SMALL, no_ext)
+    for path in (Path(CT_SMALL), no_ext):
+        with pytest.raises(CTBenchError) as ei:
+            read_volume(path)
+        assert_user_error(ei, str(path), "single DICOM file", "(128, 128, 1)", "series folder",
+                          str(path.parent))
+
+
+@pytest.mark.parametrize("shape", [(12, 12, 1), (12, 1, 12), (3, 12, 12), (1, 128, 128, 1)])
+def test_images_thinner_than_a_volume_are_refused(tmp_path: Path, shape) -> None:
+    path = tmp_path / "thin.nii.gz"
+    nib.Nifti1Image(np.zeros(shape, np.float32), np.diag([0.8, 0.8, 2.5, 1.0])).to_filename(path)
+    with pytest.raises(CTBenchError) as ei:
+        read_volume(path)
+    assert_user_error(ei, "thin.nii.gz", f"at least {MIN_SLICES} voxels", "3-D volume")
+
+
+def test_thin_volumes_from_other_formats_are_refused(tmp_path: Path) -> None:
+    mha = tmp_path / "thin.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 9, 9), np.float32)), str(mha))  # (k, j, i)
+    with pytest.raises(CTBenchError) as ei:
+        read_volume(mha)
+    assert_user_error(ei, "thin.mha", "(9, 9, 2)", "single slice")
+
+
+def test_a_volume_of_the_minimum_size_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "small.nii.gz"
+    nib.Nifti1Image(np.zeros((MIN_SLICES,) * 3, np.float32), np.eye(4)).to_filename(path)
+    assert read_volume(path).shape == (1, *(MIN_SLICES,) * 3)
 
 
 def write_series(folder: Path, n: int, *, prefix: str, oblique: bool, order: list[int],
@@ -220,6 +257,15 @@ def write_series(folder: Path, n: int, *, prefix: str, oblique: bool, order: lis
     for name_no, s in enumerate(order):
         out[s].save_as(folder / f"{prefix}_{name_no:02d}.dcm", enforce_file_format=True)
     return out
+
+
+def test_a_dicom_series_of_too_few_slices_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "scout"
+    folder.mkdir()
+    write_series(folder, 2, prefix="s", oblique=False, order=[1, 0])
+    with pytest.raises(CTBenchError) as ei:
+        read_volume(folder)
+    assert_user_error(ei, "scout", "only 2 slice(s)", "whole series")
 
 
 def test_dicom_folder_picks_largest_series_and_orders_by_normal(tmp_path: Path) -> None:
