@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Optional, Sequence
 
 import typer
+from rich.console import Console
+from rich.progress import Progress
 
 from .errors import CTBenchError
 from .paths import home
+from .progress import STAGES, StageLog, bar_columns, heartbeat, log_writer
 from .provenance import PROTOCOL_VERSION
 from .results import RESULT_FILE, result_dir
 from .writable import check_output_folders
@@ -245,16 +249,41 @@ def bench_command(
 ) -> None:
     """Run a models x tasks grid with one progress view; existing results are skipped."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
-    err = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
+    with _grid_display(Console(stderr=True)) as progress:
+        report = bench(parse_list(models, "models"), parse_list(tasks, "tasks"), dataset, weights, trials, seed,
+                       out, overwrite, device, variant, storage, n_boot, strict, train_fraction,
+                       progress=progress)
+    _print_report(Console(), report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _grid_display(err: Console) -> Iterator[Callable[[BenchEvent], None]]:
+    """Grid progress on ``err``: a grid bar and the running cell's stage bar on a terminal;
+    piped, a log line per cell start and end and the cell's stage lines (:class:`StageLog`)."""
+    if not err.is_terminal:
+        log = StageLog(log_writer(err))
+
+        def log_event(e: BenchEvent) -> None:
+            cell = f"cell {e.index + 1}/{e.total}"
+            if e.kind == "start":
+                log.reset(prefix=f"{cell} ")
+                log.line(f"{cell}: {e.model} on {e.task}")
+            elif e.kind == "stage":
+                log(e.stage or "", e.done, e.stage_total)
+            else:
+                log.line(f"{cell}: {e.model} on {e.task} {e.status}")
+
+        with heartbeat(log):
+            yield log_event
+        return
+    with Progress(*bar_columns(), console=err, transient=False) as bar:
         grid = bar.add_task("grid", total=None)
         stage = bar.add_task("", total=None, visible=False)
 
-        def progress(e: BenchEvent) -> None:
+        def draw(e: BenchEvent) -> None:
             if e.kind == "start":
                 bar.update(grid, total=e.total, description=f"grid: {e.model} on {e.task}")
                 bar.reset(stage, total=None, description="  checking", visible=True)
@@ -265,23 +294,28 @@ def bench_command(
                 bar.update(grid, advance=1)
                 bar.update(stage, visible=False)
 
-        report = bench(parse_list(models, "models"), parse_list(tasks, "tasks"), dataset, weights, trials, seed,
-                       out, overwrite, device, variant, storage, n_boot, strict, train_fraction,
-                       progress=progress)
-    table = Table(title=f"ctbench bench: {report.count('done')} run, {report.count('skipped')} skipped, "
-                        f"{report.count('failed')} failed")
-    for col in ("model", "task", "status", "main metric", "seconds", "result / error"):
-        table.add_column(col)
-    for c in report.cells:
-        value = "" if c.value is None else f"{c.main_metric} {c.value:.3f}"
-        where = c.error if c.error else str(c.path or "")
-        colour = {"done": "green", "skipped": "cyan", "failed": "red"}[c.status]
-        table.add_row(c.model, c.task, f"[{colour}]{c.status}[/]", value, f"{c.seconds:.1f}", where)
-    Console().print(table)
-    if report.failed:
-        raise typer.Exit(1)
+        yield draw
 
 
-#: display names of the runner's progress stages (``ctbench run`` and ``ctbench bench``)
-STAGES = {"generate": "generating phantom", "extract": "extracting features", "tune": "tuning probe",
-          "bootstrap": "bootstrap CIs"}
+def _print_report(console: Console, report: BenchReport) -> None:
+    """The grid's summary: a table on a terminal; piped, aligned lines with whole paths."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .plain_text import aligned, print_whole
+
+    title = (f"ctbench bench: {report.count('done')} run, {report.count('skipped')} skipped, "
+             f"{report.count('failed')} failed")
+    header = ("model", "task", "status", "main metric", "seconds", "result / error")
+    rows = [[c.model, c.task, c.status, "" if c.value is None else f"{c.main_metric} {c.value:.3f}",
+             f"{c.seconds:.1f}", c.error or str(c.path or "")] for c in report.cells]
+    if not console.is_terminal:
+        print_whole(console, "\n".join([title, *aligned(header, rows)]), markup=False)
+        return
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col, overflow="fold")
+    colours = {"done": "green", "skipped": "cyan", "failed": "red"}
+    for row in rows:
+        table.add_row(*[f"[{colours[v]}]{v}[/]" if i == 2 else escape(v) for i, v in enumerate(row)])
+    console.print(table)

@@ -8,11 +8,12 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import CTBenchError
 from .launch import DEBUG_ENV, DEBUG_FLAG, run_app, set_debug
+from .plain_text import escape, print_whole
+from .progress import stage_display
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark 3D CT foundation models on frozen features.\n\nExit codes: 0 done; 1 failed "
@@ -51,25 +52,41 @@ def models(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         _print_json(rows)
         _print_plugin_problems(MODELS)
         return
-    table = Table(title="ctbench models")
-    for col in ("name", "params", "emb", "tokens", "supervision", "licence", "native input", "weights"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        if "error" in r:
-            table.add_row(r["name"], "[red]broken[/] (see below)", *[""] * 6)
-            continue
-        inp, w = r["input"], r["weights"]
-        size = inp["spatial_size"] if isinstance(inp["spatial_size"], str) else "x".join(map(str, inp["spatial_size"]))
-        source = f"{w['hub_repo']}/{w['filename']}" if w["hub_repo"] else "local file"
-        table.add_row(
-            r["name"], f"{r['parameters'] / 1e6:.1f}M", str(r["embedding_dim"]), str(r["token_dim"] or "-"),
-            r["supervision"], r["licence"], _short(size), source,
-        )
-    console.print(table)
+    if not console.is_terminal:  # piped: a plain list, nothing folded or cut
+        print_whole(console, "\n".join(line for r in rows for line in _model_lines(r)), markup=False)
+    else:
+        header = ("name", "params", "emb", "tokens", "supervision", "licence", "native input", "weights")
+        table = Table(title="ctbench models")
+        for col in header:
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(*map(escape, _model_row(r)))
+        console.print(table)
     for r in rows:
         if "error" in r:
             err.print(f"[red]{r['name']}:[/] {r['error']}", highlight=False, soft_wrap=True)
     _print_plugin_problems(MODELS)
+
+
+def _model_row(r: dict, short: bool = True) -> list[str]:
+    """name, params, emb, tokens, supervision, licence, native input, weights of a ``ctbench
+    models`` row; ``short`` cuts a long native input description (terminal tables)."""
+    if "error" in r:
+        return [r["name"], "broken (see below)", *[""] * 6]
+    inp, w = r["input"], r["weights"]
+    size = inp["spatial_size"] if isinstance(inp["spatial_size"], str) else "x".join(map(str, inp["spatial_size"]))
+    source = f"{w['hub_repo']}/{w['filename']}" if w["hub_repo"] else "local file"
+    return [r["name"], f"{r['parameters'] / 1e6:.1f}M", str(r["embedding_dim"]), str(r["token_dim"] or "-"),
+            r["supervision"], r["licence"], _short(size) if short else size, source]
+
+
+def _model_lines(r: dict) -> list[str]:
+    """A ``ctbench models`` row as plain lines: a summary, then licence, input and weights."""
+    name, params, emb, tokens, supervision, licence, size, source = _model_row(r, short=False)
+    if "error" in r:
+        return [f"{name}: {params}"]
+    return [f"{name}: {params} parameters, embedding {emb}, tokens {tokens}, supervision {supervision}",
+            f"  licence: {licence}", f"  native input: {size}", f"  weights: {source}"]
 
 
 def _print_plugin_problems(registry) -> None:
@@ -101,19 +118,29 @@ def tasks(as_json: bool = typer.Option(False, "--json", help="machine-readable o
         _print_json(rows)
         _print_plugin_problems(TASKS)
         return
-    table = Table(title="ctbench task categories")
-    table.add_column("name")
-    table.add_column("description")
-    table.add_column("options (ctbench run --name VALUE)")
-    for r in rows:
-        opts = "\n".join(f"{o['flag']} {o['type'].upper()}: {o['help']} (default {o['default']}"
-                         + (f", or ${o['env']})" if o["env"] else ")") for o in r.get("options", []))
-        table.add_row(r["name"], r.get("description", "[red]broken[/] (see below)"), opts)
-    console.print(table)
+    if console.is_terminal:
+        table = Table(title="ctbench task categories")
+        table.add_column("name")
+        table.add_column("description")
+        table.add_column("options (ctbench run --name VALUE)")
+        for r in rows:
+            table.add_row(escape(r["name"]), escape(r.get("description", "broken (see below)")),
+                          escape("\n".join(_option_lines(r))))
+        console.print(table)
+    else:  # piped: one line per category, its options indented below it, nothing cut
+        lines = [f"{r['name']}: {r.get('description', 'broken (see below)')}"
+                 + "".join(f"\n  {o}" for o in _option_lines(r)) for r in rows]
+        print_whole(console, "\n".join(lines), markup=False)
     for r in rows:
         if "error" in r:
             err.print(f"[red]{r['name']}:[/] {r['error']}", highlight=False, soft_wrap=True)
     _print_plugin_problems(TASKS)
+
+
+def _option_lines(row: dict) -> list[str]:
+    """``--flag TYPE: help (default D[, or $ENV])`` of each option of a ``ctbench tasks`` row."""
+    return [f"{o['flag']} {o['type'].upper()}: {o['help']} (default {o['default']}"
+            + (f", or ${o['env']})" if o["env"] else ")") for o in row.get("options", [])]
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -138,21 +165,12 @@ def run(
                                          help="nested share of training patients (label efficiency)"),
 ) -> None:
     """Run one model on one task and print its test metrics with 95% CIs."""
-    from .bench import STAGES
     from .runner import RunConfig, run as run_one
 
     options = _task_options(ctx, dataset, task)  # the task category's own flags, if any
     cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot,
                     train_fraction, task_options=options)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
-        ids: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in ids:
-                ids[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
-            bar.update(ids[stage], completed=done, total=total)
-
+    with stage_display(err) as progress:
         path, result = run_one(cfg, progress=progress)
     _print_result(result, path)
 
@@ -190,17 +208,16 @@ def extract(
         check_output_folders(results=False, studies=False)  # the feature cache, before any work
         encoder = build_encoder(model, weights, dev, variant)
         cases = shard(ds.manifest, rank.rank, rank.world)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, disable=not rank.is_main) as bar:
-            job = bar.add_task(f"extracting (rank {rank.rank}/{rank.world})", total=len(cases))
+        with stage_display(err, enabled=rank.is_main) as progress:
             ex = run_extract(encoder, model, ds, cases, strict=strict, batch_size=batch_size, workers=workers,
-                             load=False, progress=lambda d, t: bar.update(job, completed=d, total=t))
+                             load=False, progress=lambda d, t: progress("extract", d, t),
+                             on_read=lambda d, t: progress("read", d, t))
         console.print(
             f"rank {rank.rank}/{rank.world}: {ex.extracted} extracted, {ex.cached} cached, "
             f"{len(ex.failures)} failed in {ex.seconds:.1f}s"
         )
         for case_id, reason in list(ex.failures.items())[:10]:
-            console.print(f"  {case_id}: {reason}")
+            print_whole(console, f"  {case_id}: {reason}", markup=False)
         distributed.barrier()
     finally:
         distributed.finish()
@@ -242,24 +259,22 @@ def _print_result(result: dict, path) -> None:
     if result["failures"]:
         console.print(f"[yellow]{len(result['failures'])} case(s) failed and were skipped:[/]")
         for f in result["failures"][:10]:
-            console.print(f"  {f['case_id']}: {f['reason']}")
+            print_whole(console, f"  {f['case_id']}: {f['reason']}", markup=False)
     if result.get("warnings"):
         console.print(f"[yellow]{len(result['warnings'])} warning(s) on implausible images (kept, recorded):[/]")
         for f in result["warnings"][:10]:
-            console.print(f"  {f['case_id']}: {f['reason']}")
+            print_whole(console, f"  {f['case_id']}: {f['reason']}", markup=False)
     probe = result.get("probe") or {}
     if probe.get("trials_failed"):
-        console.print(f"[yellow]{probe['trials_failed']} tuning trial(s) failed and were not counted in the "
-                      f"budget of {probe['trials']}:[/] {'; '.join(probe['failures'])}")
+        print_whole(console, f"[yellow]{probe['trials_failed']} tuning trial(s) failed and were not counted in "
+                             f"the budget of {probe['trials']}:[/] {escape('; '.join(probe['failures']))}")
     warned = probe.get("convergence_warnings") or {}
     if warned.get("tuning") or warned.get("refit"):
         console.print(f"convergence warnings: {len(warned['per_trial'])} of {probe['trials']} tuning trial(s), "
                       f"{warned['refit']} at the refit (recorded in the result)")
     timings = result["timings"]
-    console.print(
-        f"features: {timings['cases_extracted']} extracted, {timings['cases_cached']} from cache; "
-        f"result: {path}"
-    )
+    print_whole(console, f"features: {timings['cases_extracted']} extracted, {timings['cases_cached']} from cache; "
+                         f"result: {path}", markup=False)
 
 
 from .bench import bench_command  # noqa: E402

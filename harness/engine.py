@@ -194,6 +194,34 @@ def refit_seeds(task: ProbeTask, params: dict, seed: int) -> list[int]:
     return [seed + i for i in range(N_PROBE_SEEDS)] if task.is_stochastic(params) else [seed]
 
 
+class ReportedSeeds(list):
+    """The refit's seeds, reporting ``(done, total)`` as the task's ``fit_predict`` iterates them:
+    asking for seed ``i`` means seeds ``0..i-1`` are done, and the end of the iteration means all
+    are. Tasks fit once per seed in a loop over ``seeds``, so the refit's progress is per seed
+    with no change to task code; a second iteration reports nothing new. It pickles and copies
+    as a plain list."""
+
+    def __init__(self, seeds: list[int], report: Callable[[int, int], None]) -> None:
+        super().__init__(seeds)
+        self._report = report
+        self._done = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i, s in enumerate(list.__iter__(self)):
+            self.mark(i)
+            yield s
+        self.mark(len(self))
+
+    def mark(self, done: int) -> None:
+        """Report ``done`` seeds finished, unless as many were already reported."""
+        if done > self._done:
+            self._done = done
+            self._report(done, len(self))
+
+    def __reduce__(self):
+        return list, (list(list.__iter__(self)),)
+
+
 def open_study(name: str, storage: str | None, direction: str, seed: int, attempts: int = 5) -> optuna.Study:
     """Create or resume the study ``name``. Workers started together may race to create the
     storage schema or the study itself; the loser retries and joins the winner's study."""
@@ -252,6 +280,8 @@ def tune(
     # Trials already in the study count, including those other workers are running on the same
     # storage: several `ctbench run` processes share one budget instead of each spending it.
     # Trials of dead workers are failed first and, queued again, are not counted twice.
+    if on_trial is not None:  # the stage starts: 0, or the trials a resumed study already holds
+        on_trial(min(budget_state(study)[0], trials), trials)
     while True:
         fail_stale_trials(study)
         done, running, failed = budget_state(study)
@@ -311,10 +341,12 @@ def run_probe(
     storage: str | None = None,
     n_boot: int = 1000,
     on_trial: Callable[[int, int], None] | None = None,
+    on_refit: Callable[[int, int], None] | None = None,
     on_bootstrap: Callable[[int, int], None] | None = None,
 ) -> ProbeOutcome:
     """Tune on train/val, refit on train+val with the best of the budget's trials, score test
-    once."""
+    once. Progress, each ``(done, total)`` from ``(0, total)``: ``on_trial`` per completed trial,
+    ``on_refit`` per refit seed (:class:`ReportedSeeds`), ``on_bootstrap`` per metric."""
     t0 = time.perf_counter()
     study = tune(task, train, val, trials=trials, seed=seed, study_name=study_name, storage=storage, on_trial=on_trial)
     t1 = time.perf_counter()
@@ -324,13 +356,20 @@ def run_probe(
     seeds = refit_seeds(task, params, seed)
     X_fit = np.concatenate([train.X, val.X])  # object arrays (dense tasks) concatenate too
     y_fit = np.concatenate([train.y, val.y])
+    refit = on_refit or (lambda done, total: None)
+    refit(0, len(seeds))
+    reported = ReportedSeeds(seeds, refit)
     try:
-        fit = fit_quietly(task, params, X_fit, y_fit, test.X, seeds)
+        fit = fit_quietly(task, params, X_fit, y_fit, test.X, reported)
     except FIT_ERRORS as e:
         raise CTBenchError(f"the final probe fit of {task.spec.name!r} with the tuned parameters {params} "
                            f"failed on train+val ({type(e).__name__}: {e})") from None
+    reported.mark(len(seeds))  # a task that did not iterate its seeds
     t2 = time.perf_counter()
-    estimates = bootstrap_metrics(task.metrics(), test.y, fit.predictions, test.groups, n_boot=n_boot, seed=seed,
+    metrics = task.metrics()
+    if on_bootstrap is not None:
+        on_bootstrap(0, len(metrics))
+    estimates = bootstrap_metrics(metrics, test.y, fit.predictions, test.groups, n_boot=n_boot, seed=seed,
                                   progress=on_bootstrap)
     t3 = time.perf_counter()
     return ProbeOutcome(

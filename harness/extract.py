@@ -127,6 +127,14 @@ def _encoders(encoder: Encoder) -> tuple[Callable | None, Callable[[list], list[
     return None, lambda vols: [encoder.encode(v) for v in vols]
 
 
+def _encodes_batches(encoder: Encoder) -> bool:
+    """Whether the adapter encodes several volumes in one call (``encode_prepared`` with
+    ``prepare``, or ``encode_batch``). One that encodes a volume per call gains nothing from
+    batches: its cases are encoded, cached and reported one by one."""
+    prepared = getattr(encoder, "prepare", None) is not None and getattr(encoder, "encode_prepared", None) is not None
+    return prepared or getattr(encoder, "encode_batch", None) is not None
+
+
 def extract(
     encoder: Encoder,
     model_name: str,
@@ -139,15 +147,23 @@ def extract(
     workers: int | None = None,
     load: bool = True,
     progress: Progress | None = None,
+    on_read: Progress | None = None,
+    on_load: Progress | None = None,
 ) -> Extraction:
     """Encode every case of ``cases`` not yet cached, then (``load``) load all their features.
 
     A case that cannot be read or encoded is recorded in ``failures`` and skipped, unless
     ``strict``, in which case its error is raised at once. Every encoded case is written to the
     cache as soon as its batch finishes, so a killed run resumes where it stopped.
+
+    Progress, each as ``(done, total)`` from ``(0, total)`` at the start, then once per case:
+    ``progress`` when a case is done (encoded, found in the cache or failed), ``on_read`` when it
+    has been read and prepared (ahead of ``progress`` while a batch fills), ``on_load`` when its
+    cached features are loaded.
     """
     cache = cache_for(encoder, model_name)
     prepare, encode_many = _encoders(encoder)
+    batch_size = batch_size if _encodes_batches(encoder) else 1
     device = str(getattr(encoder, "device", "cpu"))
     workers = default_workers(device) if workers is None else workers
     reader = _CaseReader(dataset, cases, cache, prepare)
@@ -160,7 +176,10 @@ def extract(
     start = time.perf_counter()
     keys: dict[str, str] = {}
     pending: list[tuple[str, str, Any]] = []
-    done = 0
+    done = read = 0
+    for report in (on_read, progress):
+        if report is not None:
+            report(0, len(cases))
 
     def fail(case_id: str, reason: str, exc: BaseException | None = None) -> None:
         if strict:
@@ -192,10 +211,13 @@ def extract(
                 keys[case_id] = key
             except Exception as e:
                 fail(case_id, _reason(e), e)
-        tick(len(pending))
+            tick(1)
         pending.clear()
 
     for case_id, key, item, error, moved, notes in loader:
+        read += 1
+        if on_read is not None:
+            on_read(read, len(cases))
         if moved is not None:
             out.recovered[case_id] = moved
         if notes and error is None:
@@ -212,9 +234,12 @@ def extract(
             if len(pending) >= batch_size:
                 flush()
     flush()
-    if load:
-        for case_id, key in keys.items():
+    if load and keys:
+        loaded = on_load or (lambda done, total: None)
+        loaded(0, len(keys))
+        for i, (case_id, key) in enumerate(keys.items()):
             out.features[case_id] = cache.get(key, tokens=tokens)
+            loaded(i + 1, len(keys))
     out.seconds = time.perf_counter() - start
     if len(cases) and not keys:
         first = next(iter(out.failures.items()))

@@ -78,7 +78,7 @@ def pretrain(
     console = Console(stderr=True)
     if main_rank:
         s = cfg.student
-        console.print(f"pre-training VoxelFM ({s.embed_dim}-d, {s.depth} blocks) on {cfg.data.dataset!r} -> {run_dir}")
+        console.print(f"pre-training VoxelFM ({s.embed_dim}-d, {s.depth} blocks) on {cfg.data.dataset!r} -> {run_dir}", soft_wrap=True)
     summary = _run(cfg, run_dir, device, resume, stop_after, show=main_rank and not quiet, console=console)
     if main_rank:
         last = summary["last"] or {}
@@ -87,7 +87,7 @@ def pretrain(
             f"{summary['seconds']:.0f} s; total loss {last.get('total', float('nan')):.4f}; "
             f"teacher: {summary['teacher']}")
         if summary["skipped_cases"]:
-            console.print(f"[yellow]skipped {len(summary['skipped_cases'])} unreadable case(s)[/]; see {summary['log']}")
+            console.print(f"[yellow]skipped {len(summary['skipped_cases'])} unreadable case(s)[/]; see {summary['log']}", soft_wrap=True)
 
 
 def _run(cfg, run_dir: Path, device: str, resume: bool, stop_after: Optional[int], *, show: bool, console) -> dict:

@@ -34,6 +34,7 @@ from .task_options import options_tag, task_kwargs
 __all__ = ["RunConfig", "run", "build_encoder", "train_subset", "options_tag", "task_kwargs", "study_name"]
 
 Progress = Callable[[str, int, int], None]
+Tick = Callable[[str], Callable[[int, int], None]]  # stage -> its (done, total) callback
 
 
 def pick_device(device: str) -> str:
@@ -74,7 +75,8 @@ def train_subset(split: Split, fraction: float, seed: int) -> Split:
     return Split(split.X[idx], split.y[idx], split.groups[idx], [c for c, k in zip(split.case_ids, idx) if k])
 
 
-def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: str, code: str, tick) -> Scored:
+def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: str, code: str,
+           tick: Tick) -> Scored:
     splits = {s: _split(task, dataset, rows, ex.features, s) for s in ("train", "val", "test")}
     available = {n: len(s.case_ids) for n, s in splits.items()}
     # label efficiency: nested subsets of every split the final probe is fitted on
@@ -83,7 +85,8 @@ def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: s
     train, val, test = splits["train"], splits["val"], splits["test"]
     storage = cfg.storage or default_storage()
     out = run_probe(task, train, val, test, trials=cfg.trials, seed=cfg.seed, study_name=study,
-                    storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"), on_bootstrap=tick("bootstrap"))
+                    storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"), on_refit=tick("refit"),
+                    on_bootstrap=tick("bootstrap"))
     preds = pd.DataFrame({"case_id": test.case_ids, "patient_id": test.groups})
     for col, values in task.prediction_columns(test.y, out.predictions).items():
         preds[col] = values
@@ -98,10 +101,13 @@ def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: s
     )
 
 
-def _evaluate(task: EvalTask, rows: pd.DataFrame, ex, cfg: RunConfig) -> Scored:
+def _evaluate(task: EvalTask, rows: pd.DataFrame, ex, cfg: RunConfig, tick: Tick) -> Scored:
     part = rows[rows["case_id"].isin(list(ex.features))]
     emb = np.stack([ex.features[c].embedding for c in part["case_id"]])
+    evaluated = tick("evaluate")  # one unit: the task scores (and bootstraps) in one call
+    evaluated(0, 1)
     estimates, preds, protocol = task.evaluate(part, emb, seed=cfg.seed, n_boot=cfg.n_boot)
+    evaluated(1, 1)
     if task.main_metric not in estimates:
         raise CTBenchError(
             f"task {task.spec.name!r}: its main metric {task.main_metric!r} could not be computed on "
@@ -111,10 +117,24 @@ def _evaluate(task: EvalTask, rows: pd.DataFrame, ex, cfg: RunConfig) -> Scored:
                   protocol=protocol)
 
 
+def _ticker(progress: Progress | None) -> Tick:
+    """``tick(stage)``: that stage's ``(done, total)`` callback (a no-op without ``progress``)."""
+    if progress is None:
+        return lambda stage: (lambda done, total: None)
+    return lambda stage: (lambda done, total: progress(stage, done, total))
+
+
 def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
-    """Run ``cfg`` and write its result; returns the result path and the result dict."""
+    """Run ``cfg`` and write its result; returns the result path and the result dict.
+
+    ``progress(stage, done, total)`` reports every stage from its start (``done == 0``) and then
+    per unit, in order: ``generate`` (built-in phantom only, per scan), ``model`` (building the
+    encoder), ``read``/``extract``/``features`` (per case: read, encoded or cached, loaded),
+    then ``tune`` (per trial), ``refit`` (per seed) and ``bootstrap`` (per metric) for a probed
+    task or ``evaluate`` for an evaluation-only one, and ``write`` (the result files).
+    """
     started = datetime.now(timezone.utc)
-    tick = (lambda stage: (lambda d, t: progress(stage, d, t))) if progress else (lambda stage: None)
+    tick = _ticker(progress)
     MODELS.get(cfg.model)  # an unknown model fails before any dataset is generated
     dataset = open_dataset(cfg.dataset, progress=tick("generate"))
     spec = dataset.card.task(cfg.task)
@@ -127,18 +147,21 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     check_output_folders(cfg.out, studies=cfg.storage is None and not isinstance(task, EvalTask))
     device = resolve_device(cfg.device)
     opts = options_tag(task)
+    built = tick("model")
+    built(0, 1)
     encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant)
+    built(1, 1)
 
     manifest = dataset.manifest
     usable = task.usable(manifest)
     rows = manifest[usable]
     ex = extract(encoder, cfg.model, dataset, rows, tokens=task.uses_tokens, strict=cfg.strict,
-                 progress=tick("extract"))
+                 progress=tick("extract"), on_read=tick("read"), on_load=tick("features"))
 
     wsha = encoder.weights_ref.sha256
     model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
     if isinstance(task, EvalTask):
-        scored = _evaluate(task, rows, ex, cfg)
+        scored = _evaluate(task, rows, ex, cfg, tick)
     else:
         code = probe_code_hash(task)
         study = study_name(dataset, spec, model_tag, wsha, encoder.preprocessing_id, cfg.seed, cfg.train_fraction,
@@ -149,7 +172,10 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     folder = Path(cfg.out) if cfg.out else result_dir(
         home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed, cfg.train_fraction,
         opts)  # non-default task options: e.g. seed0-opts1a2b3c4d
+    written = tick("write")
+    written(0, 1)
     artifacts = scored.artifacts(folder) if scored.artifacts else []
     result = assemble(cfg, started, encoder, task, dataset, opts, scored, ex, usable, device, artifacts)
     path = write_result(folder, result, scored.predictions)
+    written(1, 1)
     return path, result

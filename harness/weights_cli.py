@@ -79,7 +79,7 @@ def pull(
 
     ref = pull_weights(name, force)
     card = MODELS.get(name).card
-    console.print(f"{name}: {ref.path}")
+    console.print(f"{name}: {ref.path}", soft_wrap=True)
     console.print(f"sha256 {ref.sha256}")
     if card.weights.sha256 is None:
         console.print("[yellow]the card pins no sha256: this digest is recorded in every result[/]")
@@ -162,5 +162,5 @@ def extract(
 ) -> None:
     """Keep only the image-encoder tensors of a large checkpoint, as a small safetensors file."""
     path, n = extract_encoder(model, file, out, mmap)
-    console.print(f"{n} encoder tensors written to {path}")
-    console.print(f"use it with: --weights {path}")
+    console.print(f"{n} encoder tensors written to {path}", soft_wrap=True)
+    console.print(f"use it with: --weights {path}", soft_wrap=True)

@@ -45,7 +45,7 @@ def build(
     console.print(f"{len(board.tables)} task table(s) from {board.provenance['results']} result file(s):")
     for p in written:
         if p.suffix != ".png":
-            console.print(f"  {p}")
+            console.print(f"  {p}", soft_wrap=True)
 
 
 @app.command()
@@ -66,4 +66,4 @@ def publish(
     board = build_board(entries, n_boot=n_boot, seed=seed)
     written = write_site(board, entries, out)
     Console().print(f"site with {len(board.tables)} task page(s) written to {Path(out)} ({len(written)} files); "
-                    f"open {Path(out) / 'index.html'}")
+                    f"open {Path(out) / 'index.html'}", soft_wrap=True)

@@ -151,3 +151,34 @@ def test_extract_with_failed_cases_exits_1(monkeypatch, capsys, small_phantom):
     code, out, _ = _cli(monkeypatch, capsys, "extract", "--model", "test-histogram", "--weights", "random",
                         "--dataset", str(small_phantom), "--device", "cpu")
     assert code == 1 and "1 failed" in out and "p001-s0: unreadable image" in out
+
+
+def test_paths_and_commands_are_printed_whole_when_piped(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("COLUMNS", "80")
+    folder = tmp_path / ("a-long-folder-name-" * 5) / "phantom"
+    code, out, _ = _cli(monkeypatch, capsys, "datasets", "phantom", "--out", str(folder), "--patients", "3")
+    assert code == 0
+    assert f"next: ctbench run --model MODEL --task classification --dataset {folder}" in out.splitlines()
+
+
+def test_a_piped_bench_logs_cells_and_lists_whole_result_paths(monkeypatch, capsys, small_phantom, tmp_path):
+    from pathlib import Path
+
+    import ctbench.runner
+
+    def fake_run(cfg, progress=None):
+        for done in range(3):
+            progress("extract", done, 2)
+        return Path(cfg.out) / "result.json", {"task": {"main_metric": "auroc"}, "metrics": {"auroc": {"value": 0.5}}}
+
+    monkeypatch.setattr(ctbench.runner, "run", fake_run)
+    monkeypatch.setenv("COLUMNS", "80")
+    out_root = tmp_path / ("results-under-a-long-folder-name-" * 3)
+    code, out, err = _cli(monkeypatch, capsys, "bench", "--models", "test-histogram", "--tasks", "classification",
+                          "--dataset", str(small_phantom), "--weights", "random", "--out", str(out_root))
+    assert code == 0
+    assert "[ctbench] cell 1/1: test-histogram on classification" in err.splitlines()
+    assert "[ctbench] cell 1/1 extract 0/2 (0:00:00)" in err.splitlines()
+    written = [line for line in out.splitlines() if line.startswith("test-histogram")]
+    assert len(written) == 1 and written[0].split()[-1].startswith(str(out_root)), out
+    assert written[0].endswith("/seed0/result.json")
