@@ -7,21 +7,21 @@ resampled, reoriented, cropped or padded, and predictions go back to each case's
 - geometry: :func:`grid_world`, :func:`normalised_positions`, :func:`refine_affine`
 - labels onto a grid: :func:`read_labels`, :func:`label_geometry`, :func:`labels_to_grid`
 - predictions back to voxels: :func:`voxel_slabs`, :func:`confusion_counts`, :func:`predict_labels`
-- training: :class:`TokenScaler` (per-channel standardisation from training tokens),
-  :class:`CaseCache` (per-case float32 inputs kept while they fit a memory budget),
-  :func:`train_head` (the one AdamW loop both heads use, case by case)
+- training: :class:`TokenScaler` (per-channel standardisation from training tokens); the batched
+  loop, shape groups and the per-task cache of training sets are in
+  :mod:`ctbench.tasks.dense_train`
 - the tasks' shared base: :class:`DenseTask` (token-grid inputs, the run's ``--device`` on which
-  both heads train and predict, multi-seed refits)
+  both heads train and predict, multi-seed refits, :meth:`DenseTask.fit_cache`)
 
 Memory stays bounded per case: original volumes are processed in slabs of at most
-``CHUNK_VALUES`` values, and float32 copies of the training tokens are kept only while they fit
-a budget (:class:`CaseCache`), otherwise made one case at a time from the memory-mapped cache.
+``CHUNK_VALUES`` values; stacked training tensors are kept only within a budget
+(:data:`ctbench.tasks.dense_train.STACK_BUDGET_BYTES`), otherwise stacked per batch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,10 +31,11 @@ from ctbench.devices import check_device_name, resolve_device
 from ctbench.errors import CTBenchError
 from ctbench.readers import require_regular
 from ctbench.task import ProbeTask
+from ctbench.tasks.dense_train import FitCache
 from ctbench.types import Features
 
-T = TypeVar("T")
 CHUNK_VALUES = 1 << 23  # floats per slab when walking an original voxel grid (~32 MB)
+DENSE_COUNTS = 1 << 22  # (cell, label) pairs counted in a dense array up to this many (32 MB)
 
 
 # --- geometry -----------------------------------------------------------------------------
@@ -157,19 +158,29 @@ def _cell_label_counts(
     labels: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray, grid_shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sparse ``(cell, label, count)`` of the voxel centres falling in each grid cell (a cell
-    spans +-0.5 around its index), accumulated slab by slab: memory follows the number of
-    (cell, label) pairs present, not cells x labels."""
+    spans +-0.5 around its index), accumulated slab by slab: a dense count per (cell, label)
+    while cells x labels stays under ``DENSE_COUNTS``, else sorted codes, so memory follows the
+    number of (cell, label) pairs present."""
     L = int(labels.max(initial=0)) + 1
     m = _index_map(affine, grid_affine)
     bound = np.array(grid_shape)[:, None, None, None]
+    n_codes = int(np.prod(grid_shape)) * L
+    dense = np.zeros(n_codes, dtype=np.int64) if n_codes <= DENSE_COUNTS else None
     codes, counts = [], []
     for i0, i1 in _slabs(labels.shape, 4):
         cell = np.floor(_slab_indices(m, i0, i1, labels.shape) + 0.5).astype(np.int64)
         inside = np.all((cell >= 0) & (cell < bound), 0)
         flat = np.ravel_multi_index(tuple(c[inside] for c in cell), grid_shape)
-        code, count = np.unique(flat * L + labels[i0:i1][inside].astype(np.int64), return_counts=True)
+        code = flat * L + labels[i0:i1][inside].astype(np.int64)
+        if dense is not None:
+            dense += np.bincount(code, minlength=n_codes)
+            continue
+        code, count = np.unique(code, return_counts=True)
         codes.append(code)
         counts.append(count)
+    if dense is not None:
+        code = np.flatnonzero(dense)
+        return code // L, code % L, dense[code].astype(np.float64)
     code, inverse = np.unique(np.concatenate(codes), return_inverse=True)
     total = np.bincount(inverse, weights=np.concatenate(counts))
     return code // L, code % L, total
@@ -219,27 +230,79 @@ def labels_to_grid(
 # --- predictions back to the original voxels --------------------------------------------------
 
 
+def first_argmax(values: torch.Tensor) -> torch.Tensor:
+    """Index of the largest value along the first axis, the first one among ties (as
+    ``torch.argmax``), by a running comparison: several times faster on the CPU than
+    ``argmax(0)``, which walks a strided axis."""
+    best = values[0].clone()
+    out = torch.zeros(values.shape[1:], dtype=torch.int64)
+    for k in range(1, values.shape[0]):
+        better = values[k] > best
+        out.masked_fill_(better, k)
+        best = torch.maximum(best, values[k])
+    return out
+
+
+def _uniform_cubes(probs: torch.Tensor) -> torch.Tensor:
+    """For every cube of 2 x 2 x 2 neighbouring cells (flattened over ``grid - 1`` per axis),
+    the label all eight cells' argmax share, else -1."""
+    lab = first_argmax(probs)
+    if min(lab.shape) < 2:
+        return torch.full((0,), -1, dtype=torch.int64)
+    corner = lab[:-1, :-1, :-1]
+    same = torch.ones(corner.shape, dtype=torch.bool)
+    for di in (0, 1):
+        for dj in (0, 1):
+            for dk in (0, 1):
+                shifted = lab[di : lab.shape[0] - 1 + di, dj : lab.shape[1] - 1 + dj, dk : lab.shape[2] - 1 + dk]
+                same &= shifted == corner
+    return torch.where(same, corner, -1).reshape(-1)
+
+
+def _sampled_labels(inp: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """Argmax of the class probabilities ``inp`` ``(1, K, *grid)`` interpolated trilinearly at
+    continuous grid indices ``idx`` ``(3, M)`` (zero outside the grid)."""
+    g = np.array(inp.shape[2:], dtype=np.float64)[:, None]
+    norm = (2 * idx + 1) / g - 1  # align_corners=False convention
+    grid = torch.from_numpy(np.ascontiguousarray(norm[::-1].T, dtype=np.float32)).reshape(1, 1, 1, -1, 3)
+    out = torch.nn.functional.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return first_argmax(out[0, :, 0, 0])
+
+
 def voxel_slabs(
     probs: torch.Tensor, grid_affine: np.ndarray, voxel_affine: np.ndarray, voxel_shape: Sequence[int]
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Predicted labels of the original voxels, slab by slab: ``(i0, i1, labels[i0:i1])``.
 
     Class probabilities ``(K, *grid)`` are interpolated trilinearly at every voxel centre (its
-    grid position via ``inv(grid_affine) @ voxel_affine``) with ``grid_sample``; the label is the
-    argmax. Voxels more than one cell outside the grid (e.g. background a model cropped away)
-    read zero probabilities and fall to label 0, background.
+    grid position via ``inv(grid_affine) @ voxel_affine``, as ``grid_sample`` does); the label is
+    the argmax (the first among ties). Voxels more than one cell outside the grid (e.g.
+    background a model cropped away) read zero probabilities and fall to label 0, background.
+
+    Shortcut, exact: a convex combination of cells whose argmax is the same class keeps that
+    argmax, so a voxel inside a cube of eight cells that agree takes their label without
+    interpolation; only voxels near a label boundary or the grid's edge are interpolated.
     """
     K = probs.shape[0]
-    g = np.array(probs.shape[1:], dtype=np.float64)
+    g = np.array(probs.shape[1:], dtype=np.int64)
     m = _index_map(voxel_affine, grid_affine)
     inp = probs[None].float()
-    for i0, i1 in _slabs(voxel_shape, K + 3):
-        idx = _slab_indices(m, i0, i1, voxel_shape)
-        norm = (2 * idx + 1) / g[:, None, None, None] - 1  # align_corners=False convention
-        grid = torch.from_numpy(norm[::-1].transpose(1, 2, 3, 0).astype(np.float32))[None]
-        out = torch.nn.functional.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros",
-                                              align_corners=False)
-        yield i0, i1, out[0].argmax(0).numpy().astype(np.uint8 if K <= 256 else np.int32)
+    cubes = _uniform_cubes(inp[0])
+    dtype = np.uint8 if K <= 256 else np.int32
+    for i0, i1 in _slabs(voxel_shape, K + 16):  # ~20 values per voxel of index arrays, K of probabilities
+        idx = _slab_indices(m, i0, i1, voxel_shape).reshape(3, -1)
+        out = np.zeros(idx.shape[1], dtype=np.int64)
+        base = np.floor(idx).astype(np.int64)
+        near = np.all((idx > -1) & (idx < g[:, None]), 0)  # else every corner is outside: label 0
+        inner = near & np.all((base >= 0) & (base <= g[:, None] - 2), 0)
+        agreed = np.full(idx.shape[1], -1, dtype=np.int64)
+        if inner.any():
+            agreed[inner] = cubes[torch.from_numpy(np.ravel_multi_index(tuple(base[:, inner]), g - 1))].numpy()
+        out[agreed >= 0] = agreed[agreed >= 0]
+        rest = near & (agreed < 0)
+        if rest.any():
+            out[rest] = _sampled_labels(inp, idx[:, rest]).numpy()
+        yield i0, i1, out.astype(dtype).reshape(i1 - i0, *voxel_shape[1:])
 
 
 def confusion_counts(
@@ -255,6 +318,10 @@ def confusion_counts(
     for i0, i1, pred in voxel_slabs(probs, grid_affine, voxel_affine, labels.shape):
         truth = labels[i0:i1].astype(np.int64).ravel()
         pred = pred.astype(np.int64).ravel()
+        if n <= 256:  # one pass: the confusion matrix
+            table = np.bincount(truth * n + pred, minlength=n * n).reshape(n, n)
+            out += np.stack([np.diagonal(table), table.sum(0), table.sum(1)])
+            continue
         out[0] += np.bincount(truth[pred == truth], minlength=n)
         out[1] += np.bincount(pred, minlength=n)
         out[2] += np.bincount(truth, minlength=n)
@@ -314,25 +381,6 @@ class TokenScaler:
         return torch.from_numpy((t - mean) / std)
 
 
-class CaseCache(Generic[T]):
-    """Per-case head inputs built by ``make(i)`` (standardised float32 tokens and the like),
-    kept while the training grids fit in ``budget_bytes`` (each epoch then skips the rebuild)
-    and otherwise rebuilt from the memory-mapped cache at every use, so memory stays bounded
-    on large datasets."""
-
-    def __init__(self, feats: Sequence[Features], make: Callable[[int], T], budget_bytes: int = 1 << 30) -> None:
-        self.make = make
-        need = sum(4 * (f.tokens.shape[0] + 6) * int(np.prod(f.tokens.shape[1:])) for f in feats)
-        self.kept: dict[int, T] | None = {} if need <= budget_bytes else None
-
-    def __getitem__(self, i: int) -> T:
-        if self.kept is None:
-            return self.make(i)
-        if i not in self.kept:
-            self.kept[i] = self.make(i)
-        return self.kept[i]
-
-
 class DenseTask(ProbeTask):
     """What the dense tasks (localisation, segmentation) share: token-grid inputs, the run's
     ``--device`` as a constructor keyword (validated at once, resolved by :meth:`head_device`
@@ -340,6 +388,7 @@ class DenseTask(ProbeTask):
 
     uses_tokens = True
     takes_device = True  # the runner passes its --device as the keyword ``device``
+    probe_modules = ("ctbench.tasks.dense_train",)  # the training loop, in the probe-code fingerprint
     device: str = "auto"  # where the head trains and predicts (see :meth:`head_device`)
 
     def __init__(self, spec: TaskSpec, dataset: Dataset, device: str | None = None) -> None:
@@ -354,32 +403,16 @@ class DenseTask(ProbeTask):
     def inputs(self, feats: list[Features]) -> np.ndarray:
         return dense_features(feats, self.spec.name)
 
+    def fit_cache(self) -> FitCache:
+        """The task's prepared training sets (label grids, standardised tokens), kept across
+        trials and refit seeds on the same cases (:class:`ctbench.tasks.dense_train.FitCache`)."""
+        cache = self.__dict__.get("_fit_cache")
+        if cache is None:
+            cache = self.__dict__["_fit_cache"] = FitCache()
+        return cache
+
     def head_device(self) -> torch.device:
         """The device the head trains and predicts on: :attr:`device` through
         :func:`ctbench.devices.resolve_device` (``auto``: CUDA when visible, else CPU). Heads are
         built on the CPU under their seed and then moved, so their initial weights do not depend on it."""
         return torch.device(resolve_device(self.device))
-
-
-def train_head(
-    model: torch.nn.Module, n_cases: int, case_loss: Callable[[int], torch.Tensor], *,
-    lr: float, weight_decay: float, epochs: int, seed: int, batch_cases: int = 4,
-) -> torch.nn.Module:
-    """Train ``model`` with AdamW and a cosine schedule, ``batch_cases`` cases per step (their
-    losses averaged, one case's graph in memory at a time); returns it in eval mode. The model
-    and the tensors ``case_loss`` uses must already be on one device."""
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = max(1, epochs * -(-n_cases // batch_cases))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    model.train()
-    for _ in range(epochs):
-        order = rng.permutation(n_cases)
-        for s in range(0, n_cases, batch_cases):
-            chunk = order[s : s + batch_cases]
-            opt.zero_grad(set_to_none=True)
-            for i in chunk:
-                (case_loss(int(i)) / len(chunk)).backward()
-            opt.step()
-            sched.step()
-    return model.eval()

@@ -4,19 +4,30 @@ Probe: an attention-pooled coordinate regressor. Each cell gets an attention log
 (standardised) token plus an embedding of its normalised world position; a softmax over the
 cells weights the cells' world centres (from ``token_affine``), and their weighted mean is the
 prediction, in world RAS mm. So the output is in world space for every model whatever its grid,
-and the loss is a smooth-L1 in millimetres (AdamW, four cases per step). Optuna tunes the
-learning rate, weight decay, width and epochs in one search space shared by every model. Cases
-without a target (NaN) are left out by ``usable``.
+and the loss is a smooth-L1 in millimetres (AdamW with a cosine schedule, four cases per step).
+Optuna tunes the learning rate, weight decay, width and epochs in one search space shared by
+every model. Cases without a target (NaN) are left out by ``usable``.
 
-The head trains and predicts on the run's ``--device`` (``device``; ``auto``: CUDA when visible).
-It is stochastic (random initialisation and case order), so the engine refits it with several
-seeds and this task averages their predicted centres (world mm) per case.
+Training (:mod:`ctbench.tasks.dense_train`): the training cases' standardised tokens, cell
+positions and centres are stacked per token-grid shape once per training set and kept by the
+task across trials and refit seeds; a step is one batched forward over four cases of one shape
+(with a single grid shape, the same batches as the earlier case-by-case loop); training stops
+early once the training loss has not improved by 1% for 3 epochs (the engine scores validation
+itself, so the head never sees it).
+
+The head trains and predicts on the run's ``--device`` (``device``; ``auto``: CUDA when visible),
+single-threaded on the CPU as every probe of the engine. It is stochastic (random initialisation
+and case order), so the engine refits it with several seeds and this task averages their
+predicted centres (world mm) per case.
 
 Metrics: mean centre error (mm, the main metric, lower is better) and the hit rates within
 5, 10 and 20 mm.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,11 +39,14 @@ from ctbench.bootstrap import MetricFn
 from ctbench.task import Metric
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
-from ctbench.tasks.dense import CaseCache, DenseTask, TokenScaler, grid_world, normalised_positions, train_head
+from ctbench.tasks.dense import DenseTask, TokenScaler, grid_world, normalised_positions
+from ctbench.tasks.dense_train import BATCH_CASES, GroupedCases, shape_groups, train_head
+from ctbench.threads import single_threaded
 from ctbench.types import Features
 
 HIT_RADII_MM = (5, 10, 20)
 SMOOTH_L1_BETA_MM = 1.0
+PREDICT_CELLS = 1 << 16  # grid cells per prediction batch
 
 
 class AttentionPool(nn.Module):
@@ -45,21 +59,66 @@ class AttentionPool(nn.Module):
         self.score = nn.Sequential(nn.GELU(), nn.Linear(width, 1))
 
     def forward(self, tokens: torch.Tensor, position: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        """tokens ``(N, C)``, position ``(N, 3)`` in [-1, 1], centres ``(N, 3)`` mm -> ``(3,)``."""
-        logits = self.score(self.tokens(tokens) + self.position(position))[:, 0]
-        return torch.softmax(logits, 0) @ centres
+        """tokens ``(..., N, C)``, position ``(..., N, 3)`` in [-1, 1], centres ``(..., N, 3)`` mm
+        -> ``(..., 3)`` (leading axes: cases of one grid shape)."""
+        logits = self.score(self.tokens(tokens) + self.position(position))[..., 0]
+        return (torch.softmax(logits, -1).unsqueeze(-2) @ centres).squeeze(-2)
 
 
-def _case(f: Features, scaler: TokenScaler, device: torch.device = torch.device("cpu"),
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-    """Head inputs of one case on ``device``: tokens (N, C), positions (N, 3), centres relative
-    to the grid's mean (N, 3, float32-safe), and that mean (mm, on the host)."""
+def _case(f: Features, scaler: TokenScaler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """Head inputs of one case: tokens (N, C), positions (N, 3), centres relative to the grid's
+    mean (N, 3, float32-safe), and that mean (mm, float64)."""
     toks = scaler(f).reshape(f.tokens.shape[0], -1).T
     world = grid_world(f.token_affine, f.tokens.shape[1:])
     origin = world.mean(0)
     pos = torch.from_numpy(normalised_positions(world))
     centres = torch.from_numpy((world - origin).astype(np.float32))
-    return toks.to(device), pos.to(device), centres.to(device), origin
+    return toks, pos, centres, origin
+
+
+@dataclass
+class LocTrainingSet:
+    """The stacked training cases every trial and refit seed on them shares."""
+
+    scaler: TokenScaler
+    data: GroupedCases  # per case: tokens, positions, centres, target relative to the grid's mean
+
+    def loss(self, head: AttentionPool) -> Callable[[np.ndarray], torch.Tensor]:
+        """``batch_loss(rows)``: smooth-L1 (mm) of ``head``, averaged over cases and axes."""
+
+        def batch_loss(rows: np.ndarray) -> torch.Tensor:
+            toks, pos, centres, rel = self.data.batch(rows)
+            return nn.functional.smooth_l1_loss(head(toks, pos, centres), rel, beta=SMOOTH_L1_BETA_MM)
+
+        return batch_loss
+
+
+def build_training_set(X: np.ndarray, y: np.ndarray, device: torch.device) -> LocTrainingSet:
+    """Standardise the training cases with their own statistics and stack them per grid shape."""
+    scaler = TokenScaler(X)
+    target = np.asarray(y, dtype=np.float64)
+
+    def make(i: int) -> tuple[torch.Tensor, ...]:
+        toks, pos, centres, origin = _case(X[i], scaler)
+        rel = torch.from_numpy(target[i] - origin).float()  # float64 difference first
+        return toks, pos, centres, rel
+
+    sizes = [4 * (f.tokens.shape[0] + 6) * int(np.prod(f.tokens.shape[1:])) for f in X]
+    return LocTrainingSet(scaler, GroupedCases([f.tokens.shape[1:] for f in X], make, sizes, device=device))
+
+
+@torch.no_grad()
+def predict_centres(head: AttentionPool, X: np.ndarray, scaler: TokenScaler, device: torch.device) -> np.ndarray:
+    """World centres ``(n, 3)`` (mm, float64) of every case, batched by grid shape."""
+    out = np.zeros((len(X), 3))
+    for group in shape_groups([f.tokens.shape[1:] for f in X]):
+        step = max(1, PREDICT_CELLS // int(np.prod(X[group[0]].tokens.shape[1:])))
+        for s in range(0, len(group), step):
+            chunk = group[s : s + step]
+            cases = [_case(X[i], scaler) for i in chunk]
+            toks, pos, centres = (torch.stack([c[k] for c in cases]).to(device) for k in range(3))
+            out[chunk] = head(toks, pos, centres).double().cpu().numpy() + np.stack([c[3] for c in cases])
+    return out
 
 
 def centre_errors(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -119,30 +178,24 @@ class LocalisationTask(DenseTask):
         }
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        with single_threaded():
+            return self._fit_predict(params, X_train, y_train, X_eval, seeds)
+
+    def _fit_predict(self, params: dict, X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray,
+                     seeds: list[int]) -> np.ndarray:
         dev = self.head_device()
-        scaler = TokenScaler(X_train)
-        inputs = CaseCache(X_train, lambda i: _case(X_train[i], scaler, dev))
+        train = self.fit_cache().get(("localisation", str(dev)), X_train, y_train,
+                                     lambda: build_training_set(X_train, y_train, dev))
         channels = X_train[0].tokens.shape[0]
-        target = np.asarray(y_train, dtype=np.float64)
         preds = []
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 head = AttentionPool(channels, params["width"]).to(dev)
-
-            def loss(i: int) -> torch.Tensor:
-                toks, pos, centres, origin = inputs[i]
-                rel = torch.from_numpy(target[i] - origin).float().to(dev)  # float64 difference first
-                return nn.functional.smooth_l1_loss(head(toks, pos, centres), rel, beta=SMOOTH_L1_BETA_MM)
-
-            train_head(head, len(X_train), loss, lr=params["lr"], weight_decay=params["weight_decay"],
-                       epochs=params["epochs"], seed=seed)
-            with torch.no_grad():
-                out = []
-                for f in X_eval:
-                    toks, pos, centres, origin = _case(f, scaler, dev)
-                    out.append(head(toks, pos, centres).double().cpu().numpy() + origin)
-            preds.append(np.stack(out))
+            train_head(head, train.data.groups, train.loss(head), lr=params["lr"],
+                       weight_decay=params["weight_decay"], epochs=params["epochs"], seed=seed,
+                       batch_cases=BATCH_CASES)
+            preds.append(predict_centres(head, X_eval, train.scaler, dev))
         return np.mean(preds, axis=0)  # per case, the mean of the seeds' centres
 
     def metric_table(self) -> dict[str, Metric]:

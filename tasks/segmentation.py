@@ -5,18 +5,35 @@ is the label distribution of the original voxels falling in it (their majority l
 sets over 16; the nearest voxel for cells finer than the scan; cells outside the scan are left
 out), see :func:`ctbench.tasks.dense.labels_to_grid`.
 
-Heads (``probe``), the same search space for every model:
+Heads (``probe``), the same search space for every model (:mod:`ctbench.tasks.segmentation_heads`):
 - ``linear``: a per-token linear classifier (a 1x1x1 convolution) on standardised tokens;
-- ``decoder``: a light 3-D conv decoder (1x1 stem, residual depthwise-separable 3x3x3 blocks,
-  stride-2 transposed convolutions) that upsamples the grid ``factor`` times, ``factor`` = the largest
+- ``decoder``: a light 3-D conv decoder computed on the token grid (1x1 stem, three residual
+  depthwise-separable 3x3x3 blocks) whose output is ``factor`` times finer: per token, coarse
+  logits upsampled trilinearly plus sub-cell logits (pixel shuffle), then learnt per-class
+  3-tap filters along each axis of the fine grid. ``factor`` = the largest
   power of two <= 4 that keeps its cells no smaller than the scans' voxels (median over training
   cases), so its label grid is finer than the tokens but never finer than the data.
-Loss: MONAI ``DiceCELoss`` (softmax Dice + cross-entropy on the soft targets), class-weighted by
-inverse square-root training frequency (capped at 5x the commonest class's weight) against class
-imbalance. One case per optimiser step: a case holds thousands of labelled cells. Heads train and
-predict on the run's ``--device`` (``device``; ``auto``: CUDA when visible). Both are stochastic
-(random initialisation and case order), so the engine refits them with several seeds and this
-task averages the seeds' class probabilities per cell before the argmax.
+Loss: per case, MONAI's ``DiceCELoss`` (softmax Dice + cross-entropy on the soft targets) on the
+valid cells, class-weighted by inverse square-root training frequency (capped at 5x the commonest
+class's weight) against class imbalance, averaged over the cases of a step.
+
+Training (:mod:`ctbench.tasks.dense_train`, :mod:`ctbench.tasks.segmentation_fit`): labels go
+onto each case's output grid once per run (kept by the case's :class:`MaskTarget`); the
+standardised tokens and label grids of the training cases are stacked per token-grid shape once
+per training set and kept by the task across trials and refit seeds; a step is one case (it
+holds thousands of labelled cells; prediction is batched over cases of one shape); AdamW
+with a cosine schedule over the tuned ``epochs``, stopping early once the training loss has not
+improved by 1% for 3 epochs (the engine scores validation itself, so the head never sees it).
+Heads train and predict on the run's ``--device`` (``device``; ``auto``: CUDA when visible),
+single-threaded on the CPU as every probe of the engine. Both are stochastic (random
+initialisation and case order), so the engine refits them with several seeds and this task
+averages the seeds' class probabilities per cell before the argmax.
+
+Changed in this version of the probe (numbers move): the decoder ran a block and a transposed
+convolution at every doubling of the grid (up to 64 times the token cells at ``factor`` 4); it
+now runs its blocks on the token grid and upsamples its logits, several times cheaper per step at
+a Dice within seed noise of the old one (``benchmarks/dense_heads.py``). Training stops on a
+plateau of the training loss.
 
 Predicted class probabilities are interpolated trilinearly from the output grid's world positions
 to every original voxel (``grid_sample`` through the composed affines, slab by slab) and the
@@ -41,25 +58,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ctbench.bootstrap import MetricFn
 from ctbench.datasets import TaskSpec
-from ctbench.task import Metric
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
+from ctbench.task import Metric
 from ctbench.tasks.dense import (
-    CaseCache, DenseTask, TokenScaler, confusion_counts, label_geometry, labels_to_grid, predict_labels, read_labels,
-    refine_affine, spacing, train_head,
+    DenseTask, confusion_counts, label_geometry, labels_to_grid, predict_labels, read_labels, spacing,
 )
+from ctbench.tasks.dense_train import train_head
+from ctbench.tasks.segmentation_fit import build_training_set, output_grid, predict_probs
+from ctbench.tasks.segmentation_heads import build_head
 from ctbench.tasks.segmentation_scores import layout_metrics, read_layout, structure_names
-from ctbench.types import Features
+from ctbench.threads import single_threaded
 
 HEADS = ("linear", "decoder")
 MAX_FACTOR = 4
-MAX_WEIGHT_RATIO = 5.0
 SOFT_TARGET_LABELS = 16  # label sets up to this size train on soft (distribution) targets
-BATCH_CASES = 1  # a case holds thousands of labelled cells: one case per optimiser step
 MAX_FINE_CELLS = 1 << 23  # the decoder's output grid is kept below this many cells per case
 FP_PREFIXES = ("fp_rate_", "fp_ml_")  # false-positive measures on cases without the class
 
@@ -72,15 +88,18 @@ class MaskTarget:
     case_id: str
     path: Path
     _grids: dict = field(default_factory=dict, repr=False)
-    _voxel_ml: float | None = field(default=None, repr=False)
+    _geometry: tuple[tuple[int, ...], np.ndarray] | None = field(default=None, repr=False)
+
+    def geometry(self) -> tuple[tuple[int, ...], np.ndarray]:
+        """Shape and affine of the label map, read from the header once."""
+        if self._geometry is None:
+            self._geometry = label_geometry(self.path)
+        return self._geometry
 
     def voxel_ml(self) -> float:
-        """Volume of one original voxel in mL (|det| of the affine's 3x3 in mm^3 / 1000), read
-        from the header once: false-positive volumes are counted on these voxels."""
-        if self._voxel_ml is None:
-            _, affine = label_geometry(self.path)
-            self._voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
-        return self._voxel_ml
+        """Volume of one original voxel in mL (|det| of the affine's 3x3 in mm^3 / 1000): false-positive
+        volumes are counted on these voxels."""
+        return abs(float(np.linalg.det(np.asarray(self.geometry()[1])[:3, :3]))) / 1000.0
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -125,7 +144,7 @@ class SegPrediction:
 
     def labels(self, target: MaskTarget) -> tuple[np.ndarray, np.ndarray]:
         """The predicted label map on the target's original voxel grid, and that grid's affine."""
-        shape, affine = label_geometry(target.path)
+        shape, affine = target.geometry()
         return predict_labels(torch.from_numpy(self.probs.astype(np.float32)), self.affine, affine, shape), affine
 
 
@@ -194,51 +213,12 @@ def _dice_of(label: int) -> MetricFn:
     return fn
 
 
-class _Block(nn.Module):
-    """Residual depthwise 3x3x3 + pointwise convolution: spatial context at a small cost."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.depthwise = nn.Conv3d(width, width, 3, padding=1, groups=width)
-        self.pointwise = nn.Conv3d(width, width, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pointwise(nn.functional.gelu(self.depthwise(x)))
-
-
-class ConvDecoder(nn.Module):
-    """Tokens ``(1, C, *grid)`` -> logits ``(1, K, *grid * factor)``: a 1x1 stem, a residual
-    block, then per doubling a stride-2 transposed convolution and a residual block."""
-
-    def __init__(self, channels: int, classes: int, width: int, factor: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv3d(channels, width, 1), _Block(width)]
-        for _ in range(int(np.log2(factor))):
-            layers += [nn.ConvTranspose3d(width, width, 2, stride=2), nn.GELU(), _Block(width)]
-        self.net = nn.Sequential(*layers, nn.Conv3d(width, classes, 1))
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def build_head(params: dict, channels: int, classes: int, factor: int) -> nn.Module:
-    """A fresh head for ``params`` (``probe`` = linear | decoder)."""
-    if params["probe"] == "linear":
-        head = nn.Conv3d(channels, classes, 1)
-        head.factor = 1
-        return head
-    if params["probe"] == "decoder":
-        return ConvDecoder(channels, classes, params["width"], factor)
-    raise ValueError(f"unknown segmentation head {params['probe']!r}; choose from {HEADS}")
-
-
 def decoder_factor(X: np.ndarray, y: np.ndarray) -> int:
     """Upsampling of the decoder: a power of two <= ``MAX_FACTOR`` whose cells stay no smaller
     than the scans' voxels (median ratio of cell sizes over the training cases)."""
     ratios = []
     for f, t in zip(X, y):
-        _, affine = label_geometry(t.path)
+        _, affine = t.geometry()
         ratios.append(np.cbrt(np.prod(spacing(f.token_affine)) / np.prod(spacing(affine))))
     factor = 2 ** int(np.floor(np.log2(np.clip(np.median(ratios), 1, MAX_FACTOR))))
     cells = max(int(np.prod(f.tokens.shape[1:])) for f in X)
@@ -247,50 +227,12 @@ def decoder_factor(X: np.ndarray, y: np.ndarray) -> int:
     return factor
 
 
-def _grid(f: Features, factor: int) -> tuple[np.ndarray, tuple[int, ...]]:
-    shape = tuple(int(n) * factor for n in f.tokens.shape[1:])
-    return refine_affine(f.token_affine, factor), shape
-
-
-def _n_labels(target: np.ndarray) -> int:
-    """Labels a stored target covers: rows of a distribution, or max label + 1."""
-    return target.shape[0] if target.ndim == 2 else int(target.max(initial=0)) + 1
-
-
-def _frequency(target: np.ndarray, classes: int) -> np.ndarray:
-    if target.ndim == 2:
-        out = np.zeros(classes)
-        out[: target.shape[0]] = target.astype(np.float64).sum(1)
-        return out
-    return np.bincount(target.astype(np.int64), minlength=classes).astype(np.float64)
-
-
-def class_weights(targets: list[tuple[torch.Tensor | None, np.ndarray]], classes: int) -> torch.Tensor:
-    """Inverse square-root class frequency over the valid training cells, capped at
-    ``MAX_WEIGHT_RATIO`` times the commonest class's weight (stronger weights push boundaries
-    into the rare classes); mean 1 over the classes present, 0 for classes never seen."""
-    freq = sum(_frequency(t, classes) for _, t in targets)
-    w = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1e-12) / max(freq.sum(), 1e-12)), 0.0)
-    w = np.minimum(w, MAX_WEIGHT_RATIO * w[freq > 0].min())
-    return torch.tensor(w / w[freq > 0].mean(), dtype=torch.float32)
-
-
-def _padded(target: np.ndarray, classes: int) -> torch.Tensor:
-    """``(1, classes, Nv)`` float32 targets: a distribution padded with zero rows for labels
-    absent from this case, or majority labels one-hot encoded."""
-    if target.ndim == 1:
-        return nn.functional.one_hot(torch.from_numpy(target.astype(np.int64)), classes).T[None].float()
-    t = torch.from_numpy(target.astype(np.float32))
-    if t.shape[0] < classes:
-        t = torch.cat([t, t.new_zeros((classes - t.shape[0], t.shape[1]))])
-    return t[None]
-
-
 @register_task("segmentation")
 class SegmentationTask(DenseTask):
     """Label maps from token grids (linear head or conv decoder), Dice on the original voxels."""
 
     category = "segmentation"
+    probe_modules = ("ctbench.tasks.dense_train", "ctbench.tasks.segmentation_fit", "ctbench.tasks.segmentation_heads")
     _scored_structures: tuple[str, ...] | None = None  # set by the first from_prediction_frame
 
     def __init__(self, spec, dataset, device: str | None = None) -> None:
@@ -323,42 +265,31 @@ class SegmentationTask(DenseTask):
         return params
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
-        from monai.losses import DiceCELoss
+        with single_threaded():
+            return self._fit_predict(params, X_train, y_train, X_eval, seeds)
 
+    def _fit_predict(self, params: dict, X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray,
+                     seeds: list[int]) -> np.ndarray:
         dev = self.head_device()
-        scaler = TokenScaler(X_train)
-        inputs = CaseCache(X_train, lambda i: scaler(X_train[i])[None].to(dev))
         factor = 1 if params["probe"] == "linear" else decoder_factor(X_train, y_train)
-        targets = [t.on_grid(*_grid(f, factor)) for f, t in zip(X_train, y_train)]
-        classes = max(_n_labels(d) for _, d in targets)
-        seen = sum(_frequency(d, classes) for _, d in targets)
-        for c in np.flatnonzero(seen[1:]) + 1:
+        train = self.fit_cache().get(("segmentation", factor, str(dev)), X_train, y_train,
+                                     lambda: build_training_set(X_train, y_train, factor, dev))
+        for c in train.seen:
             self.label_names.setdefault(int(c), str(c))
-        loss_fn = DiceCELoss(softmax=True, weight=class_weights(targets, classes)).to(dev)
         channels = X_train[0].tokens.shape[0]
         probs = None
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                head = build_head(params, channels, classes, factor).to(dev)
-
-            def loss(i: int) -> torch.Tensor:
-                keep, dist = targets[i]
-                logits = head(inputs[i]).flatten(2)
-                if not dist.shape[-1]:  # the grid misses the labelled volume
-                    return logits.sum() * 0.0
-                if keep is not None:
-                    logits = logits[0].T[keep.to(dev)].T[None]
-                return loss_fn(logits, _padded(dist, classes).to(dev))
-
-            train_head(head, len(X_train), loss, lr=params["lr"], weight_decay=params["weight_decay"],
-                       epochs=params["epochs"], seed=seed, batch_cases=BATCH_CASES)
-            with torch.no_grad():
-                out = [torch.softmax(head(scaler(f)[None].to(dev))[0], 0).cpu().numpy() for f in X_eval]
+                head = build_head(params, channels, train.classes, factor, HEADS).to(dev)
+            train_head(head, train.data.groups, train.loss(head), lr=params["lr"],
+                       weight_decay=params["weight_decay"], epochs=params["epochs"], seed=seed,
+                       batch_cases=train.batch_cases)
+            out = predict_probs(head, X_eval, train.scaler, factor, dev)
             probs = out if probs is None else [a + b for a, b in zip(probs, out)]  # summed over seeds
         pred = np.empty(len(X_eval), dtype=object)
         for i, (f, p) in enumerate(zip(X_eval, probs)):
-            pred[i] = SegPrediction((p / len(seeds)).astype(np.float16), _grid(f, factor)[0])
+            pred[i] = SegPrediction((p / len(seeds)).astype(np.float16), output_grid(f, factor)[0])
         return pred
 
     def metric_table(self) -> dict[str, Metric]:

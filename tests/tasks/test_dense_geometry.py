@@ -7,7 +7,7 @@ import torch
 from scipy import ndimage
 
 from ctbench.errors import CTBenchError
-from ctbench.tasks import dense
+from ctbench.tasks import dense, dense_train
 from ctbench.types import Features
 
 
@@ -189,14 +189,129 @@ def test_train_head_is_seeded():
     def run(seed):
         torch.manual_seed(0)
         model = torch.nn.Linear(2, 1)
-        xs = [torch.tensor([[float(i), 1.0]]) for i in range(5)]
-        loss = lambda i: ((model(xs[i]) - 2.0 * i) ** 2).mean()
-        dense.train_head(model, 5, loss, lr=0.1, weight_decay=0.0, epochs=150, seed=seed, batch_cases=2)
+        xs = torch.tensor([[float(i), 1.0] for i in range(5)])
+        loss = lambda rows: ((model(xs[rows]) - 2.0 * xs[rows, :1]) ** 2).mean()
+        stop = dense_train.PlateauStop(patience=10**6)
+        dense_train.train_head(model, [np.arange(5)], loss, lr=0.1, weight_decay=0.0, epochs=150, seed=seed,
+                               batch_cases=2, stop=stop)
         return model.weight.detach().numpy().copy()
 
     assert np.array_equal(run(1), run(1))
     assert not np.array_equal(run(1), run(2))
     assert run(1)[0, 0] == pytest.approx(2.0, abs=0.3)  # it learns y = 2x
+
+
+def test_training_stops_when_the_training_loss_plateaus():
+    """A loss that stops improving ends training after PLATEAU_EPOCHS more epochs (never before
+    MIN_EPOCHS); one that keeps improving runs the whole epoch budget."""
+    stop = dense_train.PlateauStop()
+    losses = [1.0, 0.5, 0.3, 0.299, 0.2985, 0.2984, 0.2983]
+    done = [stop.update(v) for v in losses]
+    assert done == [False, False, False, False, False, True, True][: len(done)]
+    early = dense_train.PlateauStop(patience=1)
+    assert [early.update(1.0) for _ in range(dense_train.MIN_EPOCHS)][-1] and not dense_train.PlateauStop(
+        patience=1).update(1.0)
+
+    model = torch.nn.Linear(1, 1)
+    flat = dense_train.train_head(model, [np.arange(4)], lambda rows: model.weight.sum() * 0 + 1.0, lr=0.1,
+                                  weight_decay=0.0, epochs=50, seed=0)
+    assert flat.epochs == dense_train.MIN_EPOCHS
+    xs = torch.arange(4.0)[:, None]
+    steady = dense_train.train_head(model, [np.arange(4)], lambda rows: ((model(xs[rows]) - 3 * xs[rows]) ** 2).mean(),
+                                    lr=0.05, weight_decay=0.0, epochs=12, seed=0)
+    assert steady.epochs == 12 and steady.losses == sorted(steady.losses, reverse=True)
+    with pytest.raises(FloatingPointError, match="training loss became nan"):
+        dense_train.train_head(model, [np.arange(4)], lambda rows: model.weight.sum() * float("nan"), lr=0.1,
+                               weight_decay=0.0, epochs=3, seed=0)
+
+
+def test_epoch_batches_keep_one_grid_shape_per_batch():
+    """With one shape: the epoch's permutation cut into consecutive chunks (the earlier
+    case-by-case order); with several: every case once per epoch, each batch from one group."""
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    one = dense_train.epoch_batches([np.arange(10)], 10, 4, rng_a)
+    order = rng_b.permutation(10)
+    assert [b.tolist() for b in one] == [order[s : s + 4].tolist() for s in range(0, 10, 4)]
+    shapes = [(2, 2, 2), (3, 2, 2), (2, 2, 2), (3, 2, 2), (3, 2, 2), (2, 2, 2), (4, 4, 4)]
+    groups = dense_train.shape_groups(shapes)
+    assert [g.tolist() for g in groups] == [[0, 2, 5], [1, 3, 4], [6]]
+    batches = dense_train.epoch_batches(groups, len(shapes), 2, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    assert all(len({shapes[i] for i in b}) == 1 for b in batches)
+    assert dense_train.steps_per_epoch(groups, 2) == len(batches) == 5
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 0])
+def test_grouped_cases_stack_each_shape_and_serve_batches(budget):
+    """Cases are stacked per shape once (within the budget) or per batch (over it); a batch
+    returns the same tensors either way, and mixing shapes in a batch is refused."""
+    shapes = [(2, 2, 2), (3, 2, 2), (2, 2, 2)]
+    made = []
+
+    def make(i):
+        made.append(i)
+        return torch.full(shapes[i], float(i)), torch.tensor(i)
+
+    data = dense_train.GroupedCases(shapes, make, [8] * 3, budget_bytes=budget)
+    x, i = data.batch(np.array([2, 0]))
+    assert x.shape == (2, 2, 2, 2) and i.tolist() == [2, 0] and x[0].unique().item() == 2.0
+    data.batch(np.array([2, 0]))
+    assert (sorted(made) == [0, 1, 2]) if budget else (made.count(2) == 2)
+    with pytest.raises(ValueError, match="mixes grid shapes"):
+        data.batch(np.array([0, 1]))
+
+
+def test_fit_cache_reuses_a_training_set_built_from_the_same_cases():
+    cache = dense_train.FitCache(size=2)
+    feats = np.empty(3, dtype=object)
+    feats[:] = [Features(np.ones(1)) for _ in range(3)]
+    y = np.arange(3.0)
+    built = []
+    build = lambda tag: lambda: built.append(tag) or tag
+    assert cache.get(("k",), feats, y, build("a")) == "a"
+    assert cache.get(("k",), feats.copy(), y.copy(), build("b")) == "a"  # same cases, new arrays
+    assert cache.get(("k",), feats[:2], y[:2], build("c")) == "c"  # other cases
+    assert cache.get(("k",), feats, y + 1, build("d")) == "d"  # other targets
+    assert cache.get(("k",), feats, y, build("e")) == "e"  # evicted (size 2)
+    assert built == ["a", "c", "d", "e"]
+
+
+def test_label_counts_agree_in_dense_and_sparse_form(monkeypatch):
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 5, size=(9, 8, 7))
+    grid_aff = _affine(_rotation(10) @ np.diag([3.0, 2.0, 4.0]), [-5.0, -20.0, 10.0])
+    dense_out = dense.labels_to_grid(labels, VOXEL_AFFINE, grid_aff, (5, 6, 4))
+    monkeypatch.setattr(dense, "DENSE_COUNTS", 0)
+    sparse_out = dense.labels_to_grid(labels, VOXEL_AFFINE, grid_aff, (5, 6, 4))
+    for a, b in zip(dense_out, sparse_out):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_voxel_labels_equal_interpolating_every_voxel(seed, monkeypatch):
+    """The shortcut (voxels inside a cube of cells that agree take their label) gives exactly
+    the argmax of trilinear interpolation at every voxel, ties to the first class, on a
+    rotated grid with label regions, noisy borders and voxels beyond the grid."""
+    monkeypatch.setattr(dense, "CHUNK_VALUES", 4000)
+    rng = np.random.default_rng(seed)
+    K, gshape = 4, (6, 5, 7)
+    blocks = torch.from_numpy(rng.standard_normal((K, 3, 3, 4))).float()
+    logits = torch.nn.functional.interpolate(blocks[None], size=gshape, mode="nearest")[0] * 4
+    probs = torch.softmax(logits + 0.5 * torch.randn(K, *gshape, generator=torch.Generator().manual_seed(seed)), 0)
+    probs[:, 0, 0, 0] = torch.tensor([0.4, 0.4, 0.1, 0.1])  # a tie: the first class wins
+    vshape = (22, 15, 17)
+    linear = _rotation(20 + 30 * seed) @ np.diag([4.0, 5.0, 3.0])
+    centre = VOXEL_AFFINE[:3, :3] @ ((np.array(vshape) - 1) / 2) + VOXEL_AFFINE[:3, 3]
+    grid_aff = _affine(linear, centre - linear @ ((np.array(gshape) - 1) / 2))  # in the middle of the scan
+    got = dense.predict_labels(probs, grid_aff, VOXEL_AFFINE, vshape)
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in vshape], indexing="ij"), 0).reshape(3, -1).astype(np.float64)
+    m = np.linalg.inv(grid_aff) @ VOXEL_AFFINE
+    g = m[:3, :3] @ idx + m[:3, 3:]
+    norm = (2 * g + 1) / np.array(gshape)[:, None] - 1
+    grid = torch.from_numpy(norm[::-1].T.astype(np.float32)).reshape(1, 1, 1, -1, 3)
+    ref = torch.nn.functional.grid_sample(probs[None], grid, align_corners=False)[0, :, 0, 0].argmax(0)
+    np.testing.assert_array_equal(got.ravel(), ref.numpy())
+    assert len(np.unique(got)) > 2 and (got != 0).sum() > 300  # label regions inside the grid, background beyond
 
 
 def test_bad_masks_raise_clear_errors(tmp_path):

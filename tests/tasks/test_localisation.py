@@ -157,3 +157,70 @@ def test_multi_seed_refit_averages_the_seeds_centres():
     both = task.fit_predict(SYNTHETIC_PARAMS, X[:4], y[:4], X[4:], [0, 1])
     assert both.shape == (2, 3) and not np.allclose(single[0], single[1])
     np.testing.assert_allclose(both, (single[0] + single[1]) / 2, rtol=0, atol=1e-4)
+
+
+def test_batched_attention_pool_equals_the_case_by_case_one():
+    torch.manual_seed(0)
+    head = AttentionPool(channels=4, width=8)
+    tokens, pos, centres = torch.randn(3, 10, 4), torch.rand(3, 10, 3), torch.randn(3, 10, 3) * 50
+    batched = head(tokens, pos, centres)
+    one_by_one = torch.stack([head(tokens[b], pos[b], centres[b]) for b in range(3)])
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-4)
+
+
+def test_batched_training_follows_the_case_by_case_loop(monkeypatch):
+    """On one grid shape and without early stopping, the batched fit takes the same steps as the
+    earlier loop (each case's loss over the batch size, backpropagated one case at a time), so
+    it predicts the same centres up to float rounding."""
+    import ctbench.tasks.dense_train as dense_train
+    from ctbench.tasks.dense import TokenScaler
+
+    monkeypatch.setattr(dense_train, "PLATEAU_EPOCHS", 10**6)
+    X, y = _synthetic_cases(10)
+    task = LocalisationTask.__new__(LocalisationTask)
+    task.device = "cpu"
+    got = task.fit_predict(SYNTHETIC_PARAMS, X[:8], y[:8], X[8:], [3])
+
+    scaler = TokenScaler(X[:8])
+    cases = [loc._case(f, scaler) for f in X]
+    torch.manual_seed(3)
+    head = AttentionPool(4, SYNTHETIC_PARAMS["width"])
+    opt = torch.optim.AdamW(head.parameters(), lr=SYNTHETIC_PARAMS["lr"], weight_decay=SYNTHETIC_PARAMS["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=SYNTHETIC_PARAMS["epochs"] * 2)
+    rng = np.random.default_rng(3)
+    for _ in range(SYNTHETIC_PARAMS["epochs"]):
+        order = rng.permutation(8)
+        for s in range(0, 8, 4):
+            opt.zero_grad()
+            for i in order[s : s + 4]:
+                toks, pos, centres, origin = cases[i]
+                rel = torch.from_numpy(y[i] - origin).float()
+                (torch.nn.functional.smooth_l1_loss(head(toks, pos, centres), rel) / 4).backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        expect = np.stack([head(*cases[i][:3]).double().numpy() + cases[i][3] for i in (8, 9)])
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-3)
+
+
+def test_cases_with_different_grid_shapes_are_localised():
+    """Grids of two shapes train in batches of one shape each and every case gets a centre."""
+    X, y = _synthetic_cases(8)
+    for i in (1, 4, 6):
+        t = X[i].tokens[:, :2].astype(np.float32)
+        X[i] = Features(np.zeros(1), t, X[i].token_affine)
+        peak = np.unravel_index(int(np.argmax(t[0])), t.shape[1:])
+        y[i] = X[i].token_affine[:3, :3] @ peak + X[i].token_affine[:3, 3]
+    task = LocalisationTask.__new__(LocalisationTask)
+    task.device = "cpu"
+    pred = task.fit_predict({**SYNTHETIC_PARAMS, "epochs": 30}, X[:6], y[:6], X[6:], [0])
+    assert pred.shape == (2, 3) and np.all(np.isfinite(pred))
+    train = next(iter(task.fit_cache().entries.values()))[2]
+    assert [g.tolist() for g in train.data.groups] == [[0, 2, 3, 5], [1, 4]]
+
+
+def test_the_probe_code_fingerprint_covers_the_training_loop():
+    from ctbench.probe_code import probe_modules
+
+    names = probe_modules(LocalisationTask.__new__(LocalisationTask))
+    assert {"ctbench.tasks.localisation", "ctbench.tasks.dense", "ctbench.tasks.dense_train"} <= set(names)

@@ -248,3 +248,116 @@ def test_false_positives_on_cases_without_the_structure_are_reported(tmp_path):
     cols = task.prediction_columns(y, painter)
     np.testing.assert_allclose(cols["fp_ml_lesion"], [np.nan, 0.072, 0.008])
     np.testing.assert_allclose(cols["fp_ml_organ"], [np.nan, np.nan, 0.0])
+
+
+def _soft_targets(rng, shape, classes, rows):
+    """Label distributions over ``rows`` of ``classes`` labels (others zero) on a grid."""
+    t = np.zeros((classes, *shape), np.float32)
+    t[:rows] = rng.dirichlet(np.ones(rows), size=shape).transpose(3, 0, 1, 2)
+    return torch.from_numpy(t)
+
+
+def test_batched_loss_is_monai_dice_ce_of_each_case_on_its_valid_cells():
+    """The batched loss equals MONAI's DiceCELoss(softmax, class weights) computed case by case
+    on the case's valid cells only, averaged over the cases, for soft and hard targets."""
+    from monai.losses import DiceCELoss
+
+    from ctbench.tasks.segmentation_heads import dice_ce_loss
+
+    rng = np.random.default_rng(0)
+    B, K, shape = 3, 4, (3, 4, 5)
+    logits = torch.from_numpy(rng.standard_normal((B, K, *shape)).astype(np.float32))
+    valid = torch.from_numpy(rng.random((B, *shape)) < 0.8)
+    weight = torch.tensor([0.5, 1.0, 1.5, 1.0])
+    soft = torch.stack([_soft_targets(rng, shape, K, rows) for rows in (4, 2, 3)]) * valid[:, None]
+    hard = torch.from_numpy(rng.integers(0, K, size=(B, *shape))).masked_fill(~valid, -1).short()
+    monai = DiceCELoss(softmax=True, weight=weight)
+    for target in (soft, hard):
+        ref = []
+        for b in range(B):
+            keep = valid[b].reshape(-1)
+            case = logits[b].reshape(K, -1)[:, keep][None]
+            if target.is_floating_point():
+                t = target[b].reshape(K, -1)[:, keep][None]
+            else:
+                t = nn_one_hot(target[b].reshape(-1)[keep].long(), K)
+            ref.append(monai(case, t))
+        got = dice_ce_loss(logits, target, valid, weight)
+        torch.testing.assert_close(got, torch.stack(ref).mean(), rtol=1e-5, atol=1e-6)
+
+
+def nn_one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels, classes).T[None].float()
+
+
+def test_decoder_output_is_upsampled_coarse_logits_plus_sub_cells_in_place():
+    from ctbench.tasks.segmentation_heads import ConvDecoder, pixel_shuffle, upsample
+
+    x = torch.randn(2, 3, 4, 3, 5)
+    ref = torch.nn.functional.interpolate(x, scale_factor=4, mode="trilinear", align_corners=False)
+    torch.testing.assert_close(upsample(x, 4), ref, rtol=1e-5, atol=1e-5)
+    f, k = 2, 3
+    sub = torch.randn(1, k * f**3, 2, 3, 4)
+    out = pixel_shuffle(sub, f)
+    assert out.shape == (1, k, 4, 6, 8)
+    c, (i, j, l), (a, b, d) = 2, (1, 0, 1), (1, 2, 3)
+    assert out[0, c, a * f + i, b * f + j, d * f + l] == sub[0, c * f**3 + (i * f + j) * f + l, a, b, d]
+    torch.manual_seed(0)
+    head = ConvDecoder(channels=5, classes=k, width=8, factor=f)
+    tokens = torch.randn(2, 5, 2, 3, 4)
+    h = head.out(head.body(tokens))
+    fine = upsample(h[:, :k], f) + pixel_shuffle(h[:, k:], f)
+    torch.testing.assert_close(head(tokens), fine)  # its per-class axis filters start as the identity
+    with torch.no_grad():
+        head.smooth.weight[2, 1] = torch.tensor([0.0, 0.5, 0.5])  # class 1, last axis: mean with the next cell
+    expect = fine.clone()
+    expect[:, 1] = 0.5 * (fine[:, 1] + torch.nn.functional.pad(fine[:, 1, :, :, 1:], (0, 1)))
+    torch.testing.assert_close(head(tokens), expect)
+
+
+def test_label_grids_and_training_sets_are_made_once_per_case_and_case_set(tmp_path, monkeypatch):
+    """Labels go onto a case's grid once in a run; a training set (standardised tokens and label
+    grids stacked) is built once for the tuning trials and once for the refit, whose seeds share it."""
+    X, y = _blocky_split(tmp_path)
+    calls = {"grid": 0, "build": 0}
+    to_grid, build = seg.labels_to_grid, seg.build_training_set
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(seg, "labels_to_grid", counting("grid", to_grid))
+    monkeypatch.setattr(seg, "build_training_set", counting("build", build))
+    task = seg.SegmentationTask.__new__(seg.SegmentationTask)
+    task.label_names, task.device = {}, "cpu"
+    for trial_lr in (0.01, 0.02):  # two trials on the training split
+        task.fit_predict({**LINEAR, "lr": trial_lr}, X[:4], y[:4], X[4:], [0])
+    assert calls == {"grid": 4, "build": 1}
+    task.fit_predict(LINEAR, np.concatenate([X[:4], X[4:]]), np.concatenate([y[:4], y[4:]]), X[4:], [0, 1, 2])
+    assert calls == {"grid": 6, "build": 2}  # only the validation cases' labels were new
+
+
+def test_cases_with_different_grid_shapes_train_together(tmp_path):
+    """Token grids of two shapes (a model that crops each scan differently): cases are grouped
+    by shape for training and prediction, each prediction on its own case's grid."""
+    X, y = _blocky_split(tmp_path)
+    for i in (1, 3, 5):  # these keep only the first half of their tokens along the last axis
+        X[i] = Features(np.zeros(1), X[i].tokens[..., :2].astype(np.float32), X[i].token_affine)
+    task = seg.SegmentationTask.__new__(seg.SegmentationTask)
+    task.label_names, task.device = {}, "cpu"
+    pred = task.fit_predict({**LINEAR, "epochs": 30}, X[:4], y[:4], X[4:], [0])
+    assert pred[0].probs.shape == (3, 4, 4, 4) and pred[1].probs.shape == (3, 4, 4, 2)
+    train = next(iter(task.fit_cache().entries.values()))[2]
+    assert [g.tolist() for g in train.data.groups] == [[0, 2], [1, 3]]
+    assert seg.dice_table(y[4:5], pred[:1])[0, 1:].min() > 0.3  # learnt from both shapes
+
+
+def test_the_probe_code_fingerprint_covers_the_heads_and_the_training_loop():
+    from ctbench.probe_code import probe_modules
+
+    names = probe_modules(seg.SegmentationTask.__new__(seg.SegmentationTask))
+    for module in ("ctbench.tasks.segmentation", "ctbench.tasks.segmentation_heads", "ctbench.tasks.segmentation_fit",
+                   "ctbench.tasks.dense_train", "ctbench.tasks.dense"):
+        assert module in names
