@@ -45,6 +45,21 @@ class WeightsSpec(BaseModel):
         return v
 
 
+class ParityFacts(BaseModel):
+    """How the adapter was proven equal to the official implementation: a fixture of the official
+    code's outputs on key-seeded weights (``tests/parity``) that the suite compares against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: str = Field(description="official repository or package the fixture was made with")
+    reference_version: str = Field(description="its commit sha or package version")
+    fixture: str = Field(description="fixture name under tests/parity/fixtures")
+    tolerance: float = Field(gt=0, description="relative tolerance the suite enforces (max abs diff / max abs)")
+    measured: float = Field(ge=0, description="relative difference measured when the fixture was made")
+    checked: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="date the fixture was made")
+    scope: str = Field(description="what is compared, e.g. 'preprocessing + embedding + tokens'")
+
+
 class ModelCard(BaseModel):
     """Validated, serialisable description of one model."""
 
@@ -67,6 +82,9 @@ class ModelCard(BaseModel):
     )
     input: InputSpec
     weights: WeightsSpec = WeightsSpec()
+    parity: ParityFacts | None = Field(
+        default=None, description="reference-parity facts; None for a model not checked against official code"
+    )
 
     def preprocessing_hash(self, extra: dict | None = None) -> str:
         """Short hash of the input specification (plus adapter-specific settings) for cache keys."""
