@@ -11,4 +11,8 @@ BUILTIN_MODELS: dict[str, str] = {
     "ct-clip": "ctbench.adapters.ctclip:CTCLIPEncoder",
     "m3d": "ctbench.adapters.m3d:M3DEncoder",
     "radfm": "ctbench.adapters.radfm:RadFMEncoder",
+    "hu-histogram": "ctbench.adapters.hu_histogram:HUHistogramEncoder",
+    "thumbnail": "ctbench.adapters.thumbnail:ThumbnailEncoder",
+    "oracle": "ctbench.adapters.oracle:OracleEncoder",
+    "chance": "ctbench.adapters.chance:ChanceEncoder",
 }

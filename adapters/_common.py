@@ -16,6 +16,7 @@ The API is deliberately small and stable:
 - ``check_variant(model, variant, variants, weights)``: refuse unknown variants / ``auto`` weights
   for the CI stand-ins.
 - ``build_module(ref, build, load, device)``: the frozen network, seeded-random or loaded strictly.
+- ``resolve_precision(precision, model, default)``: ``fp32`` / ``bf16`` (``None`` -> the default).
 - ``run_batch(model, inputs, device, autocast)``: stack prepared inputs and run one forward pass.
 - ``split_features(embedding, tokens, token_affines)``: a batch's outputs as per-volume ``Features``.
 - ``encode_grouped(prepared, forward, batch_size)``: batch inputs of equal shape, in input order.
@@ -50,6 +51,7 @@ __all__ = [
     "load_strict",
     "check_variant",
     "build_module",
+    "resolve_precision",
     "run_batch",
     "split_features",
     "encode_grouped",
@@ -260,6 +262,15 @@ def build_module(
             module = build()
         load(module, ref.path)  # type: ignore[arg-type]
     return module.eval().requires_grad_(False).to(device)
+
+
+def resolve_precision(precision: str | None, model: str, default: str = "fp32") -> str:
+    """The forward precision of an encoder: ``precision`` (``fp32`` or ``bf16``, checked) or,
+    for ``None``, ``default`` (the official code's precision: ``fp32`` for every built-in).
+    ``bf16`` means bfloat16 autocast on any device (CPU too: slow, but the same arithmetic)."""
+    from ctbench.devices import check_precision
+
+    return check_precision(precision, f"{model} precision") or default
 
 
 def run_batch(

@@ -19,6 +19,13 @@ Preprocessing (reference ``data_inference_nii.py``, as MONAI transforms on the c
 Features: ``embedding`` = the CLIP image latent (frame-mean of the quantised tokens, flattened,
 ``to_visual_latent``, L2-normalised; 512-d); ``tokens`` = quantised CTViT tokens
 ``(512, t, h, w) = (512, 24, 24, 24)`` of 15 mm cells along (slice, row, col).
+
+Options: ``tokens="pre-quantisation"`` gives dense tasks the CTViT tokens before the vector
+quantiser (not what the reference returns). The quantised tokens are the faithful default but
+localise poorly: on a 20 mm sphere, the token that changes most sits 3.5-6 tokens away from it,
+against within 0.54 tokens before quantisation. The embedding is the reference's either way.
+``precision``: ``fp32`` (default, as the reference's inference) or ``bf16`` autocast; bf16 can
+change which codebook row a token snaps to (``benchmarks/precision_check.py`` counts them).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ctbench.card import InputSpec, ModelCard, WeightsSpec
+from ctbench.card import InputSpec, ModelCard, ParityFacts, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
 from ctbench.weights import resolve_weights
@@ -46,6 +53,7 @@ SPACING_MM = (0.75, 0.75, 1.5)  # along the reoriented (L, P, S) axes = (row, co
 PAD_VALUE = -1.0
 SIZES = {"full": (480, 480, 240), "test": (80, 80, 40)}  # (L, P, S) = (row, col, slice)
 VARIANTS = tuple(SIZES)
+TOKEN_KINDS = ("quantised", "pre-quantisation")
 # Keys of the official CLIP file that are not part of the image encoder.
 IGNORED_PREFIXES = ("text_transformer.", "to_text_latent.", "to_text_latent_extra.",
                     "to_visual_latent_extra.", "temperature")
@@ -90,6 +98,20 @@ CARD = ModelCard(
         sha256=None,
         format="torch",
     ),
+    parity=ParityFacts(
+        reference="github.com/ibrahimethemhamamci/CT-CLIP",
+        reference_version="a2a155c601987820433c01db69b64d701d3d229d",
+        fixture="ctclip",
+        tolerance=1e-5,
+        measured=0.0,
+        checked="2026-12-05",
+        scope=(
+            "preprocessing at 240 x 480 x 480 (1.2e-6; data_inference_nii.py interpolates in float64); "
+            "CTViT + CTCLIP (vector-quantize-pytorch 1.1.2) at the test size: image latent (tolerance "
+            "and measured) + all quantised tokens (2.3e-4) and pre-quantisation tokens (2.5e-4; fp16 "
+            "storage)"
+        ),
+    ),
 )
 
 
@@ -106,7 +128,10 @@ def preprocess(volume: "MetaTensor", size: Sequence[int] = SIZES["full"]) -> "Me
     ras = (("L", "R"), ("P", "A"), ("I", "S"))
     x = run(volume, [Orientation(axcodes=ORIENTATION, labels=ras)], NAME)
     spacing = np.linalg.norm(affine_of(x)[:3, :3], axis=0)
-    shape = [max(1, int(n * s / t)) for n, s, t in zip(x.shape[1:], spacing, SPACING_MM)]
+    # The reference truncates n * spacing / target with spacings read as exact decimals from its
+    # metadata table; spacings from a (float32, rotated) affine carry ~1e-7 noise, so 1.5 mm can
+    # read 1.4999999 and lose a voxel. Rounding the ratio to 1e-4 first keeps the reference's size.
+    shape = [max(1, int(round(n * s / t, 4))) for n, s, t in zip(x.shape[1:], spacing, SPACING_MM)]
     lo, hi = HU_WINDOW
     x = run(x, [
         ScaleIntensityRange(a_min=lo, a_max=hi, b_min=lo / 1000, b_max=hi / 1000, clip=True),
@@ -144,31 +169,40 @@ def load_weights(model: "torch.nn.Module", path: str | Path) -> None:
 
 
 class CTCLIPEncoder:
-    """Frozen CT-CLIP image tower: 512-d CLIP image latent and the quantised token grid."""
+    """Frozen CT-CLIP image tower: 512-d CLIP image latent and the quantised token grid
+    (``tokens="pre-quantisation"``: the grid before the quantiser)."""
 
     card = CARD
+    default_precision = "fp32"  # the reference's inference (accelerate, no mixed precision)
 
     def __init__(self, weights: str = "auto", device: str = "cpu", variant: str = "full",
-                 *, batch_size: int = 2) -> None:
+                 *, batch_size: int = 2, tokens: str = "quantised", precision: str | None = None) -> None:
         import torch
 
-        from ctbench.adapters._common import build_module, check_variant
+        from ctbench.adapters._common import build_module, check_variant, resolve_precision
         from ctbench.adapters.ctclip_net import build_network
 
         check_variant("CT-CLIP", variant, VARIANTS, weights)
-        self.variant, self.size, self.batch_size = variant, SIZES[variant], batch_size
+        if tokens not in TOKEN_KINDS:
+            raise CTBenchError(f"ct-clip: tokens {tokens!r} is not one of {', '.join(TOKEN_KINDS)}; e.g. "
+                               f"--model-option tokens=pre-quantisation")
+        self.variant, self.size, self.batch_size, self.tokens = variant, SIZES[variant], batch_size, tokens
+        self.precision = resolve_precision(precision, NAME, self.default_precision)
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
-        self.model = build_module(self.weights_ref, lambda: build_network(variant), load_weights, self.device)
+        pre = tokens == "pre-quantisation"
+        self.model = build_module(self.weights_ref, lambda: build_network(variant, pre), load_weights, self.device)
         self.config = self.model.visual_transformer.cfg
         self.embedding_dim, self.token_dim = self.config.dim_latent, self.config.dim
-        self.autocast = self.device.type == "cuda"
-        self.preprocessing_id = CARD.preprocessing_hash({
-            "variant": variant, "orientation": ORIENTATION, "spacing_mm": SPACING_MM,
-            "hu_window": HU_WINDOW, "scale": 1000, "pad_value": PAD_VALUE, "spatial_size": self.size,
-            "resize": "trilinear, int(n*spacing/target)", "axis_order": "slice,row,col",
-            "compute": "bf16-autocast, fp32 VQ" if self.autocast else "fp32",
-        })
+        self.autocast = self.precision == "bf16"
+        #: what shapes the features (recorded in result.json; hashed into the preprocessing id)
+        self.settings = {
+            "variant": variant, "orientation": ORIENTATION, "spacing_mm": list(SPACING_MM),
+            "hu_window": list(HU_WINDOW), "scale": 1000, "pad_value": PAD_VALUE, "spatial_size": list(self.size),
+            "resize": "trilinear, int(round(n*spacing/target, 4))", "axis_order": "slice,row,col",
+            "tokens": tokens, "precision": self.precision + (", fp32 VQ" if self.autocast else ""),
+        }
+        self.preprocessing_id = CARD.preprocessing_hash(self.settings)
 
     def preprocess(self, volume: "MetaTensor") -> "MetaTensor":
         """Network input ``(1, slice, row, col)`` with its index -> world affine."""

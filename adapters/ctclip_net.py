@@ -13,7 +13,8 @@ Behaviour matched on purpose, quirks included:
   is applied before both transformers; in the temporal transformer the reference reshapes the
   ``((b h w), t, d)`` sequence straight into ``(b, t, h, w, d)`` without permuting, and so do we;
 - spatial attention adds a continuous relative position bias (MLP on signed-log offsets);
-- the quantiser returns the raw codebook row of the best cosine match (fp32).
+- the quantiser returns the raw codebook row of the best cosine match (fp32); the tokens before
+  it are available too (``CTViT.encode``), as an option for dense tasks.
 """
 
 from __future__ import annotations
@@ -194,13 +195,19 @@ class VectorQuantize(nn.Module):
         self._codebook = CosineCodebook(dim, codebook_size)
         self.chunk = chunk
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Index of the best cosine match in the codebook for every token of ``x`` (``(..., dim)``
+        -> ``(...)``), computed in fp32 whatever the autocast state."""
         embed = self._codebook.embed[0].float()
         with torch.autocast(device_type=x.device.type, enabled=False):
             unit = F.normalize(embed, dim=-1)
             flat = F.normalize(x.reshape(-1, x.shape[-1]).float(), dim=-1)
             idx = torch.cat([(part @ unit.T).argmax(dim=-1) for part in flat.split(self.chunk)])
-        return embed[idx].reshape(*x.shape[:-1], embed.shape[-1])
+        return idx.reshape(x.shape[:-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embed = self._codebook.embed[0].float()
+        return embed[self.indices(x)]
 
 
 def _embedding(in_dim: int, dim: int) -> nn.Sequential:
@@ -234,6 +241,11 @@ class CTViT(nn.Module):
         return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, f // pt, hh // p, ww // p, -1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Quantised tokens (what the reference encoder returns)."""
+        return self.vq(self.encode(video))
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(B, t, h, w, dim)`` after the temporal transformer, before quantisation."""
         tokens = self.to_patch_emb(self.patchify(video))
         b, t, h, w, d = tokens.shape
         shape = (b, t, h, w)
@@ -241,26 +253,31 @@ class CTViT(nn.Module):
                                          attn_bias=self.spatial_rel_pos_bias(h, w))
         x = x.reshape(b, t, h, w, d).permute(0, 2, 3, 1, 4).reshape(b * h * w, t, d)
         x = self.enc_temporal_transformer(x, shape)
-        x = x.reshape(b, h, w, t, d).permute(0, 3, 1, 2, 4)
-        return self.vq(x)
+        return x.reshape(b, h, w, t, d).permute(0, 3, 1, 2, 4)
 
 
 class CTCLIPImage(nn.Module):
     """The image side of CT-CLIP: quantised CTViT tokens and the 512-d L2-normalised latent
-    (mean over frames -> flatten (h, w, d) -> ``to_visual_latent``)."""
+    (mean over frames -> flatten (h, w, d) -> ``to_visual_latent``).
 
-    def __init__(self, cfg: CTViTConfig) -> None:
+    ``pre_quantisation=True`` returns the tokens before the vector quantiser instead (not what
+    the reference returns; they keep local detail that the codebook snap loses); the latent is
+    always the reference's, from the quantised tokens."""
+
+    def __init__(self, cfg: CTViTConfig, pre_quantisation: bool = False) -> None:
         super().__init__()
         self.visual_transformer = CTViT(cfg)
         self.to_visual_latent = nn.Linear(cfg.grid_hw**2 * cfg.dim, cfg.dim_latent, bias=False)
+        self.pre_quantisation = pre_quantisation
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.visual_transformer(video)
+        raw = self.visual_transformer.encode(video)
+        tokens = self.visual_transformer.vq(raw)
         pooled = tokens.mean(dim=1).reshape(tokens.shape[0], -1)
         latent = F.normalize(self.to_visual_latent(pooled.to(self.to_visual_latent.weight.dtype)), dim=-1)
-        return latent, tokens
+        return latent, (raw if self.pre_quantisation else tokens)
 
 
-def build_network(variant: str = "full") -> CTCLIPImage:
+def build_network(variant: str = "full", pre_quantisation: bool = False) -> CTCLIPImage:
     """A randomly initialised image tower (call under ``ctbench.weights.seeded_init``)."""
-    return CTCLIPImage(CTViTConfig.preset(variant))
+    return CTCLIPImage(CTViTConfig.preset(variant), pre_quantisation)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ctbench.card import InputSpec, ModelCard, WeightsSpec
+from ctbench.card import InputSpec, ModelCard, ParityFacts, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
 from ctbench.weights import resolve_weights
@@ -61,6 +61,20 @@ CARD = ModelCard(
         revision="23e05e9c3398ed305339d144e3642bbcf9ccc46f",
         sha256=None,
         format="safetensors",
+    ),
+    parity=ParityFacts(
+        reference="lighter-zoo SegResEncoder (github.com/project-lighter/CT-FM)",
+        reference_version="0.1.3",
+        fixture="ctfm",
+        tolerance=1e-5,
+        measured=0.0,
+        checked="2026-12-05",
+        scope=(
+            "model card preprocessing (SPL, HU window, foreground crop; reference run with MONAI "
+            "1.4.0): network input and affine bit-identical; embedding and last-map tokens "
+            "(fp16-stored, rel <= 1e-3) of the 'test' size (8 filters, one block per level); "
+            "hub safetensors layout"
+        ),
     ),
 )
 
@@ -121,6 +135,7 @@ class CTFMEncoder:
     """
 
     card = CARD
+    default_precision = "fp32"  # the official lighter-zoo example runs in fp32
 
     def __init__(
         self,
@@ -130,12 +145,15 @@ class CTFMEncoder:
         *,
         spacing_mm: tuple[float, float, float] | None = None,
         batch_size: int = 4,
+        precision: str | None = None,
     ) -> None:
         import torch
 
-        from ._common import build_module, check_variant
+        from ._common import build_module, check_variant, resolve_precision
 
         check_variant("CT-FM", variant, VARIANTS, weights)
+        self.precision = resolve_precision(precision, "ct-fm", self.default_precision)
+        self.autocast = self.precision == "bf16"
         arch = VARIANTS[variant]
         self.variant = variant
         self.arch = arch
@@ -152,6 +170,7 @@ class CTFMEncoder:
                 "init_filters": arch.init_filters,
                 "blocks_down": list(arch.blocks_down),
                 "spacing_mm": list(self.spacing_mm) if self.spacing_mm else None,
+                **({"precision": self.precision} if self.autocast else {}),
             }
         )
 
@@ -185,7 +204,7 @@ class CTFMEncoder:
     def _forward(self, inputs: Sequence["MetaTensor"]) -> list[Features]:
         from ._common import affine_of, run_batch, split_features
 
-        last = run_batch(self.model, inputs, self.device)[-1]
+        last = run_batch(self.model, inputs, self.device, self.autocast)[-1]
         affines = [self.token_affine(affine_of(x)) for x in inputs]
         return split_features(last.mean(dim=(2, 3, 4)), last, affines)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 
-from ctbench.card import InputSpec, ModelCard, WeightsSpec
+from ctbench.card import InputSpec, ModelCard, ParityFacts, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
 from ctbench.weights import resolve_weights
@@ -97,6 +97,20 @@ CARD = ModelCard(
         revision=None,
         sha256=None,
         format="bin",
+    ),
+    parity=ParityFacts(
+        reference="github.com/BAAI-DCAI/M3D",
+        reference_version="63e72005a2304eda74579870239bfc7b04b0edae",
+        fixture="m3d",
+        tolerance=1e-5,
+        measured=3.8e-7,
+        checked="2026-12-05",
+        scope=(
+            "preprocessing at (32, 256, 256): bit-identical to m3d_cap_data_prepare.py's min-max + "
+            "CropForeground + Resize, within the 8-bit step of its PNG-slice pipeline; LaMed ViT (MONAI "
+            "1.3.2 blocks) at the test size: CLS embedding (tolerance and measured) + all patch tokens "
+            "(3.3e-4, fp16 storage)"
+        ),
     ),
 )
 
@@ -225,15 +239,17 @@ class M3DEncoder:
     """Frozen M3D-CLIP vision encoder: CLS embedding (768-d) and the patch-token grid."""
 
     card = CARD
+    default_precision = "fp32"  # the official M3D-CLIP quick start runs in fp32
 
     def __init__(self, weights: str = "auto", device: str = "cpu", variant: str = "full",
                  *, hu_window: tuple[float, float] = DEFAULT_WINDOW, minmax: bool = False,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, precision: str | None = None) -> None:
         import torch
 
-        from ctbench.adapters._common import build_module, check_variant
+        from ctbench.adapters._common import build_module, check_variant, resolve_precision
 
         check_variant("M3D", variant, VARIANTS, weights)
+        self.precision = resolve_precision(precision, "m3d", self.default_precision)
         lo, hi = (float(v) for v in hu_window)
         if not hi > lo:
             raise CTBenchError(f"m3d: hu_window must be (low, high) with high > low, got {hu_window}")
@@ -243,11 +259,11 @@ class M3DEncoder:
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
         self.model = build_module(self.weights_ref, lambda: build_network(variant), load_weights, self.device)
-        self.autocast = self.device.type == "cuda"
+        self.autocast = self.precision == "bf16"
         self.preprocessing_id = CARD.preprocessing_hash({
             "variant": variant, "orientation": ORIENTATION, "hu_window": self.hu_window,
             "minmax": minmax, "crop_foreground": "> 0", "spatial_size": self.config["img_size"],
-            "resize": "trilinear", "compute": "bf16-autocast" if self.autocast else "fp32",
+            "resize": "trilinear", "precision": self.precision,
         })
 
     def preprocess(self, volume: "MetaTensor") -> "MetaTensor":

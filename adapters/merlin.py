@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ctbench.card import InputSpec, ModelCard, WeightsSpec
+from ctbench.card import InputSpec, ModelCard, ParityFacts, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
 from ctbench.weights import resolve_weights
@@ -64,6 +64,20 @@ CARD = ModelCard(
         sha256=None,
         format="torch",
     ),
+    parity=ParityFacts(
+        reference="merlin-vlm (github.com/StanfordMIMI/Merlin)",
+        reference_version="0.0.7",
+        fixture="merlin",
+        tolerance=1e-5,
+        measured=0.0,
+        checked="2026-12-05",
+        scope=(
+            "native preprocessing (RAS, 1.5x1.5x3 mm, HU window, 224x224x160) and its affine "
+            "bit-identical; embedding and layer4 tokens (fp16-stored, rel <= 1e-3) of the 'small' "
+            "variant (full widths and heads, one bottleneck per stage) on the central 64x64x32 "
+            "box; released CLIP checkpoint layout"
+        ),
+    ),
 )
 
 
@@ -86,6 +100,10 @@ VARIANTS: dict[str, MerlinArch] = {
     "full": MerlinArch((3, 8, 36, 3), 64, 1692, 512, (224, 224, 160)),
     # CI stand-in: one bottleneck per stage, 1/8 of the width, a 4x smaller native box.
     "test": MerlinArch((1, 1, 1, 1), 8, 16, 32, (96, 96, 64)),
+    # Parity stand-in: the full widths and heads with one bottleneck per stage, the smallest
+    # network the reference's I3ResNet builds (its heads take 2048 features), so that the
+    # suite can compare it with the official code quickly (tests/parity).
+    "small": MerlinArch((1, 1, 1, 1), 64, 1692, 512, (224, 224, 160)),
 }
 
 # Downsampling of the layer4 map relative to the (X, Y, Z) network input: the stem keeps the
@@ -200,6 +218,7 @@ class MerlinEncoder:
     """
 
     card = CARD
+    default_precision = "fp32"  # the official Merlin inference runs in fp32
 
     def __init__(
         self,
@@ -209,12 +228,15 @@ class MerlinEncoder:
         *,
         input_size: tuple[int, int, int] | None = None,
         batch_size: int = 4,
+        precision: str | None = None,
     ) -> None:
         import torch
 
-        from ._common import build_module, check_variant
+        from ._common import build_module, check_variant, resolve_precision
 
         check_variant("Merlin", variant, VARIANTS, weights)
+        self.precision = resolve_precision(precision, "merlin", self.default_precision)
+        self.autocast = self.precision == "bf16"
         arch = VARIANTS[variant]
         size = tuple(int(s) for s in (input_size or arch.input_size))
         if len(size) != 3 or any(s <= 0 or s % st for s, st in zip(size, STRIDES)):
@@ -229,7 +251,8 @@ class MerlinEncoder:
         self.weights_ref = resolve_weights(CARD, weights)
         self.model = build_module(self.weights_ref, lambda: build_network(variant), load_merlin_state, self.device)
         self.preprocessing_id = CARD.preprocessing_hash(
-            {"variant": variant, **asdict(arch), "input_size": list(size), "strides": list(STRIDES)}
+            {"variant": variant, **asdict(arch), "input_size": list(size), "strides": list(STRIDES),
+             **({"precision": self.precision} if self.autocast else {})}
         )
 
     def transforms(self) -> list:
@@ -262,7 +285,7 @@ class MerlinEncoder:
     def _forward(self, inputs: Sequence["MetaTensor"]) -> list[Features]:
         from ._common import affine_of, run_batch, split_features
 
-        pooled, tokens = run_batch(self.model, inputs, self.device)
+        pooled, tokens = run_batch(self.model, inputs, self.device, self.autocast)
         return split_features(pooled, tokens, [self.token_affine(affine_of(x)) for x in inputs])
 
     def encode(self, volume: "MetaTensor") -> Features:

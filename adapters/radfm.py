@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 
-from ctbench.card import InputSpec, ModelCard, WeightsSpec
+from ctbench.card import InputSpec, ModelCard, ParityFacts, WeightsSpec
 from ctbench.errors import CTBenchError
 from ctbench.types import Features
 from ctbench.weights import cached_weights_path, resolve_weights
@@ -103,6 +103,19 @@ CARD = ModelCard(
         revision=None,
         sha256=None,
         format="safetensors",
+    ),
+    parity=ParityFacts(
+        reference="github.com/chaoyi-wu/RadFM",
+        reference_version="9efba84cced9ffdcbce00d6005f255414ffa8c36",
+        fixture="radfm",
+        tolerance=1e-5,
+        measured=3.5e-7,
+        checked="2026-12-05",
+        scope=(
+            "preprocessing at 512 x 512 x 36 (1.2e-7; min-max and stack_images of multi_dataset.py after "
+            "cv2 bilinear in-plane resizing); vit_3d.py ViT at the test size: mean-token embedding "
+            "(tolerance and measured) + all patch tokens (3.1e-4, fp16 storage)"
+        ),
     ),
 )
 
@@ -272,15 +285,17 @@ class RadFMEncoder:
     """Frozen RadFM vision encoder: mean-pooled embedding (768-d) and the patch-token grid."""
 
     card = CARD
+    default_precision = "fp32"  # the official demo (Quick_demo/test.py) runs in fp32
 
     def __init__(self, weights: str = "auto", device: str = "cpu", variant: str = "full",
                  *, hu_window: tuple[float, float] = DEFAULT_WINDOW, minmax: bool = False,
-                 batch_size: int = 4) -> None:
+                 batch_size: int = 4, precision: str | None = None) -> None:
         import torch
 
-        from ctbench.adapters._common import build_module, check_variant
+        from ctbench.adapters._common import build_module, check_variant, resolve_precision
 
         check_variant("RadFM", variant, VARIANTS, weights)
+        self.precision = resolve_precision(precision, "radfm", self.default_precision)
         lo, hi = (float(v) for v in hu_window)
         if not hi > lo:
             raise CTBenchError(f"radfm: hu_window must be (low, high) with high > low, got {hu_window}")
@@ -290,12 +305,12 @@ class RadFMEncoder:
         self.device = torch.device(device)
         self.weights_ref = _resolve(weights)
         self.model = build_module(self.weights_ref, lambda: build_network(variant), load_weights, self.device)
-        self.autocast = self.device.type == "cuda"
+        self.autocast = self.precision == "bf16"
         self.preprocessing_id = CARD.preprocessing_hash({
             "variant": variant, "orientation": ORIENTATION, "hu_window": self.hu_window,
             "minmax": minmax, "image_size": self.config["image_size"], "inplane": "trilinear",
             "depth": f"nearest-exact to the nearest multiple of 4, <= {self.config['max_depth']}",
-            "compute": "bf16-autocast" if self.autocast else "fp32",
+            "precision": self.precision,
         })
 
     def preprocess(self, volume: "MetaTensor") -> "MetaTensor":

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ctbench.card import InputSpec, ModelCard, WeightsSpec
+from ctbench.card import InputSpec, ModelCard, ParityFacts, WeightsSpec
 from ctbench.types import Features
 from ctbench.weights import resolve_weights, seeded_init
 
@@ -40,9 +40,15 @@ CARD = ModelCard(
     pretraining_datasets=(),
     input=InputSpec(
         orientation="native",
-        spacing_mm="isotropic max(min spacing, 0.75); no resampling when already isotropic",
+        spacing_mm=(
+            "isotropic max(min spacing, 0.75); no resampling when the three spacings are exactly "
+            "equal (the reference's rule; option isotropy=tolerant accepts float noise)"
+        ),
         hu_window=(-1000.0, 1900.0),
-        intensity="(clip(HU, -1000, 1900) + 573.8) / 461.3",
+        intensity=(
+            "(clip(HU, lo, hi) + 573.8) / 461.3; [lo, hi] = [-1000, 1900] for image files and "
+            "[-1000, 1000] for DICOM series, as the reference's loaders (option hu_window)"
+        ),
         spatial_size=(
             "foreground crop (HU > -800, 21^3 majority filter, margin 10), trilinear downsample "
             "to <= 25,000 tokens, centre crop to multiples of 14"
@@ -56,9 +62,55 @@ CARD = ModelCard(
         sha256=None,
         format="torch",
     ),
+    parity=ParityFacts(
+        reference="github.com/rmaguado/VoxelFM",
+        reference_version="fba41a34c3e4dcfebbe902be5e2b2ce26db27d52",
+        fixture="voxelfm",
+        tolerance=1e-5,
+        measured=3.9e-7,
+        checked="2026-12-05",
+        scope=(
+            "NIfTI path (reference extract_features, foreground crop, <= 25,000 tokens): network "
+            "input bit-identical, CLS embedding, every patch token (fp16-stored, rel <= 1e-3); "
+            "released teacher checkpoint layout with its config.yaml; tiny config (48-d, 2 blocks)"
+        ),
+    ),
 )
 
 VARIANTS = ("base", "tiny")
+# HU windows of the reference's loaders: its NIfTI and MetaImage loaders clip to [-1000, 1900]
+# (the pre-training window); its DICOM loader clips to [-1000, 1000]. The paper's RSNA-PE,
+# NSCLC-Radiomics and iCTCF features were read from DICOM, so with the narrower window.
+HU_WINDOWS = {"nifti": (-1000.0, 1900.0), "dicom": (-1000.0, 1000.0)}
+HU_WINDOW_RULES = ("reference", "nifti", "dicom")
+ISOTROPY = {"exact": 0.0, "tolerant": 1e-6}  # relative tolerance of the "already isotropic" test
+
+
+def hu_window_for(rule: str | Sequence[float], fmt: str | None) -> tuple[float, float]:
+    """The HU window a volume read from format ``fmt`` (the reader's ``meta["format"]``) is
+    clipped to: ``reference`` follows the reference's loaders (DICOM -> [-1000, 1000], any other
+    file -> [-1000, 1900]); ``nifti`` / ``dicom`` force one of them; a pair is used as given."""
+    if isinstance(rule, str):
+        if rule == "reference":
+            return HU_WINDOWS["dicom" if fmt == "dicom" else "nifti"]
+        return HU_WINDOWS[rule]
+    lo, hi = (float(v) for v in rule)
+    return lo, hi
+
+
+def _check_window(rule) -> str | tuple[float, float]:
+    from ctbench.errors import CTBenchError
+
+    if isinstance(rule, str) and rule in HU_WINDOW_RULES:
+        return rule
+    try:
+        lo, hi = (float(v) for v in rule)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if isinstance(rule, str) or not hi > lo:
+        raise CTBenchError(f"voxelfm: hu_window {rule!r} is not one of {', '.join(HU_WINDOW_RULES)} or a "
+                           f"(low, high) pair with high > low; e.g. --model-option hu_window=reference")
+    return lo, hi
 
 
 class VoxelFMEncoder:
@@ -66,12 +118,20 @@ class VoxelFMEncoder:
 
     ``variant="tiny"`` is a small random-architecture stand-in for tests (same preprocessing).
     ``crop_background`` / ``max_tokens`` default to the reference evaluation pipeline.
-    On CUDA the forward runs under bf16 autocast (SDPA attention); equal input shapes are
-    batched by ``encode_batch``; ``compile=True`` wraps the backbone in ``torch.compile``
-    (one compilation per input shape).
+    ``hu_window``: ``reference`` (default: DICOM series clipped to [-1000, 1000], other files to
+    [-1000, 1900], as the reference's loaders, so the paper's DICOM datasets get the paper's
+    features), ``nifti`` ([-1000, 1900] whatever the format: a DICOM series and its NIfTI
+    conversion then give the same features), ``dicom`` ([-1000, 1000]) or a ``(low, high)`` pair.
+    ``isotropy``: ``exact`` (default, the reference: resample unless the three spacings are exactly
+    equal) or ``tolerant`` (equal within 1e-6 counts as isotropic: a sub-0.75 mm oblique volume
+    then keeps its native spacing instead of being resampled to 0.75 mm).
+    ``precision``: ``fp32`` (default, as the reference) or ``bf16`` autocast (faster on GPUs).
+    The forward uses SDPA attention; equal input shapes are batched by ``encode_batch``;
+    ``compile=True`` wraps the backbone in ``torch.compile`` (one compilation per input shape).
     """
 
     card = CARD
+    default_precision = "fp32"  # the reference's inference runs in fp32
 
     def __init__(
         self,
@@ -83,6 +143,9 @@ class VoxelFMEncoder:
         max_tokens: int | None = 25_000,
         max_batch_tokens: int = 50_000,
         compile: bool | str = False,
+        hu_window: str | Sequence[float] = "reference",
+        isotropy: str = "exact",
+        precision: str | None = None,
     ) -> None:
         import torch
 
@@ -91,9 +154,17 @@ class VoxelFMEncoder:
         from voxelfm.model import VoxelFM
         from voxelfm.preprocess import PreprocessConfig
 
-        from ._common import check_variant
+        from ctbench.errors import CTBenchError
+
+        from ._common import check_variant, resolve_precision
 
         check_variant("VoxelFM", variant, VARIANTS, weights, published="base")
+        self.hu_window = _check_window(hu_window)
+        if isotropy not in ISOTROPY:
+            raise CTBenchError(f"voxelfm: isotropy {isotropy!r} is not one of {', '.join(ISOTROPY)}; "
+                               f"e.g. --model-option isotropy=exact")
+        self.isotropy = isotropy
+        self.precision = resolve_precision(precision, "voxelfm", self.default_precision)
         self.variant = variant
         self.device = torch.device(device)
         self.weights_ref = resolve_weights(CARD, weights)
@@ -109,7 +180,7 @@ class VoxelFMEncoder:
         self.config = cfg
         self.embedding_dim = self.token_dim = cfg.embed_dim  # 864, or the tiny variant's 48
         self.model = model.eval().requires_grad_(False).to(self.device)
-        self.autocast = self.device.type == "cuda"
+        self.autocast = self.precision == "bf16"
         # torch.compile (True: the default inductor backend, or a backend name); the compiled
         # module computes the same function, so the preprocessing id does not change
         self._run = self.model
@@ -125,21 +196,38 @@ class VoxelFMEncoder:
             crop_background=crop_background,
             max_tokens=max_tokens,
             patch_size=cfg.patch_size,
+            isotropy_rtol=ISOTROPY[isotropy],
         )
-        self.preprocessing_id = CARD.preprocessing_hash(
-            {
-                "variant": variant,
-                **self.preprocess_config.as_dict(),
-                "compute": "bf16-autocast" if self.autocast else "fp32",
-            }
-        )
+        window = self.hu_window if isinstance(self.hu_window, str) else list(self.hu_window)
+        if window == "reference" and (cfg.hu_min, cfg.hu_max) != HU_WINDOWS["nifti"]:
+            window = [cfg.hu_min, cfg.hu_max]  # a config.yaml beside the weights sets its own window
+            self.hu_window = (cfg.hu_min, cfg.hu_max)
+        #: what shapes the features (recorded in result.json; hashed into the preprocessing id)
+        self.settings = {
+            "variant": variant,
+            **{k: v for k, v in self.preprocess_config.as_dict().items() if k not in ("hu_min", "hu_max")},
+            "hu_window": window,
+            "hu_window_by_format": {f: list(hu_window_for(self.hu_window, f)) for f in ("nifti", "dicom")},
+            "isotropy": isotropy,
+            "precision": self.precision,
+        }
+        self.preprocessing_id = CARD.preprocessing_hash(self.settings)
 
-    def _prepare(self, volume: "MetaTensor"):
-        """(network input ``(D, H, W)`` float32 on the model device, its 4x4 index -> world
-        affine)."""
+    def config_for(self, volume: "MetaTensor"):
+        """The preprocessing of ``volume``: the HU window follows its source format
+        (``meta["format"]``) under the ``reference`` rule."""
+        import dataclasses
+
+        meta = getattr(volume, "meta", None) or {}
+        lo, hi = hu_window_for(self.hu_window, meta.get("format"))
+        return dataclasses.replace(self.preprocess_config, hu_min=lo, hu_max=hi)
+
+    def _prepare(self, volume: "MetaTensor", device=None):
+        """(network input ``(D, H, W)`` float32 on ``device`` (default: the model's), its 4x4
+        index -> world affine)."""
         from voxelfm.preprocess import preprocess
 
-        return preprocess(volume, self.preprocess_config, device=self.device)
+        return preprocess(volume, self.config_for(volume), device=self.device if device is None else device)
 
     def preprocess(self, volume: "MetaTensor") -> "MetaTensor":
         """The network input ``(D, H, W)`` as a MetaTensor whose affine maps (d, h, w) -> world
@@ -172,9 +260,7 @@ class VoxelFMEncoder:
 
     def prepare(self, volume: "MetaTensor"):
         """CPU-side preprocessing for extraction workers: (input on CPU, its affine)."""
-        from voxelfm.preprocess import preprocess
-
-        return preprocess(volume, self.preprocess_config, device="cpu")
+        return self._prepare(volume, device="cpu")
 
     def encode_prepared(self, prepared: Sequence) -> list[Features]:
         """Encode outputs of ``prepare`` (moved to the model device), batching equal shapes."""

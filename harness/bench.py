@@ -88,13 +88,14 @@ def parse_list(text: str, what: str) -> list[str]:
 
 
 def weights_tag(model: str, weights: str) -> str:
-    """The weights folder name the runner uses: ``random`` or the first 12 hex of the sha256."""
-    if weights == "random":
-        return "random"
+    """The weights folder name the runner uses: ``random``, ``none`` (a model without weights)
+    or the first 12 hex of the sha256."""
     from .registry import MODELS
     from .weights import resolve_weights
 
-    return resolve_weights(MODELS.get(model).card, weights).sha256[:12]
+    if weights == "random" and model not in MODELS:
+        return "random"  # an unknown model: its cell fails in the runner with the registry's message
+    return resolve_weights(MODELS.get(model).card, weights).tag
 
 
 def task_options_tag(dataset: Dataset, cfg: RunConfig) -> str | None:
@@ -147,6 +148,8 @@ def bench(
     train_fraction: float = 1.0,
     progress: Callable[[BenchEvent], None] | None = None,
     runner: Callable | None = None,
+    precision: str | None = None,
+    model_options: dict | None = None,
 ) -> BenchReport:
     """Run every (model, task) of the grid into ``out`` (default ``$CTBENCH_HOME/results``).
 
@@ -167,7 +170,8 @@ def bench(
     for name in names:
         ds.card.task(name)  # unknown task names fail before any cell runs
     base = RunConfig(model="", task="", dataset=dataset, weights=weights, trials=trials, seed=seed, device=device,
-                     strict=strict, variant=variant, storage=storage, n_boot=n_boot, train_fraction=train_fraction)
+                     strict=strict, variant=variant, storage=storage, n_boot=n_boot, train_fraction=train_fraction,
+                     precision=precision, model_options=dict(model_options or {}))
     root = Path(out).expanduser() if out else home() / "results"
     check_output_folders(out, studies=storage is None)  # before any cell, not after the grid
     emit = progress or (lambda event: None)
@@ -220,7 +224,9 @@ def _run_cell(cfg: RunConfig, root: Path, ds: Dataset, overwrite: bool, tags: di
             raise tag
         if isinstance(opts, CTBenchError):
             raise opts
-        path = result_file(cfg, root, ds.card.name, tag, opts)
+        from .runner import run_options_tag
+
+        path = result_file(cfg, root, ds.card.name, tag, run_options_tag(opts, cfg))  # + model options
         if not overwrite and _already_done(path, cfg.train_fraction, split, ds.card.version, cfg.trials):
             return Cell(cfg.model, cfg.task, "skipped", path)
         written, result = runner(dataclasses.replace(cfg, out=str(path.parent)), progress=on_stage)
@@ -246,14 +252,23 @@ def bench_command(
     strict: bool = typer.Option(False, "--strict", help="stop a cell at its first failing case"),
     train_fraction: float = typer.Option(1.0, "--train-fraction", min=0.0, max=1.0,
                                          help="nested share of training patients (label efficiency)"),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="fp32 | bf16 for every model (default: each model's own, "
+                                                 "that of its official code)"),
+    model_option: list[str] = typer.Option([], "--model-option",
+                                           help="KEY=VALUE adapter option for every model, repeatable"),
 ) -> None:
     """Run a models x tasks grid with one progress view; existing results are skipped."""
     from rich.console import Console
 
+    from .devices import check_precision
+    from .model_options import parse_model_options
+
     with _grid_display(Console(stderr=True)) as progress:
         report = bench(parse_list(models, "models"), parse_list(tasks, "tasks"), dataset, weights, trials, seed,
                        out, overwrite, device, variant, storage, n_boot, strict, train_fraction,
-                       progress=progress)
+                       progress=progress, precision=check_precision(precision),
+                       model_options=parse_model_options(model_option))
     _print_report(Console(), report)
     if report.failed:
         raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""Content-addressed feature cache: one safetensors file per (model, weights, preprocessing, case).
+"""Content-addressed feature cache: one safetensors file per (model, weights, preprocessing,
+precision, case).
 
 Files are written atomically, so a killed extraction leaves only complete entries and a re-run
 extracts just what is missing. Token grids are read memory-mapped (zero-copy, read-only), so
@@ -78,14 +79,26 @@ def map_tensor(path: Path, name: str) -> np.ndarray:
 
 
 class FeatureCache:
-    """Feature files of one (model, weights, preprocessing) triple under ``root``."""
+    """Feature files of one (model, weights, preprocessing, precision) key under ``root``.
 
-    def __init__(self, model: str, weights_sha256: str, preprocessing_id: str, root: Path | None = None):
+    ``precision`` (``fp32``/``bf16``, the encoder's forward precision) is part of the folder
+    name and of every entry's metadata; ``None`` (an adapter that declares none) leaves both as
+    they were before precision was recorded."""
+
+    def __init__(self, model: str, weights_sha256: str, preprocessing_id: str, root: Path | None = None,
+                 precision: str | None = None):
         self.model = model
         self.weights = weights_sha256
         self.preprocessing = preprocessing_id
-        tag = f"{weights_sha256[:16]}-{preprocessing_id}"
+        self.precision = precision
+        tag = f"{weights_sha256[:16]}-{preprocessing_id}" + (f"-{precision}" if precision else "")
         self.dir = Path(root or home() / "features") / model / tag
+
+    @classmethod
+    def for_encoder(cls, encoder, model: str, root: Path | None = None) -> "FeatureCache":
+        """The cache of ``encoder``'s features: its weights sha256, preprocessing id and precision."""
+        return cls(model, encoder.weights_ref.sha256, encoder.preprocessing_id, root,
+                   getattr(encoder, "precision", None))
 
     def path(self, case_key: str) -> Path:
         return self.dir / case_key[:2] / f"{case_key}.safetensors"
@@ -107,7 +120,10 @@ class FeatureCache:
         return target
 
     def _expected(self) -> dict[str, str]:
-        return {"model": self.model, "weights": self.weights, "preprocessing": self.preprocessing}
+        out = {"model": self.model, "weights": self.weights, "preprocessing": self.preprocessing}
+        if self.precision:
+            out["precision"] = self.precision
+        return out
 
     def problem(self, case_key: str) -> str | None:
         """Why the entry of ``case_key`` cannot be trusted, or ``None`` when it is sound or absent."""

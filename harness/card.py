@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class InputSpec(BaseModel):
@@ -35,7 +35,8 @@ class WeightsSpec(BaseModel):
     filename: str | None = None
     revision: str | None = None
     sha256: str | None = None
-    format: Literal["torch", "safetensors", "bin"] = "torch"
+    #: "none": the model has no weights at all (a deterministic baseline); no file is ever read
+    format: Literal["torch", "safetensors", "bin", "none"] = "torch"
 
     @field_validator("sha256")
     @classmethod
@@ -43,6 +44,12 @@ class WeightsSpec(BaseModel):
         if v is not None and (len(v) != 64 or any(c not in "0123456789abcdef" for c in v)):
             raise ValueError("sha256 must be 64 lowercase hex characters")
         return v
+
+    @model_validator(mode="after")
+    def _nothing_to_fetch(self) -> "WeightsSpec":
+        if self.format == "none" and (self.hub_repo or self.filename or self.sha256):
+            raise ValueError("format 'none' (a model without weights) names no hub repo, file or sha256")
+        return self
 
 
 class ParityFacts(BaseModel):

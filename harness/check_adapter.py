@@ -4,7 +4,8 @@ Checks, each reported as pass/fail in a table (the command exits 1 when any fail
 construction offline with random weights, the instance hooks, output shapes and dtypes against
 the card, determinism, token geometry (a bright blob at a known world point must light up the
 token cell that ``token_affine`` names), the preprocessing affine (when the adapter exposes
-``preprocess``), a strict weights round trip through ``--weights PATH``, and peak memory.
+``preprocess``), a strict weights round trip through ``--weights PATH`` (for a model whose card
+says it has no weights, format ``none``: no parameters and a weights file refused), and peak memory.
 
 Adapter hooks used here (documented in docs/adding-a-model.md):
 - required: ``card``, ``weights_ref``, ``preprocessing_id``, ``encode``;
@@ -267,9 +268,11 @@ def run_checks(name: str, variant: Optional[str] = None, device: str = "cpu",
         checks.append(Check("construct offline (random weights)", False, f"{type(e).__name__}: {e}"))
         return checks
     missing = [h for h in ("card", "weights_ref", "preprocessing_id", "encode") if not hasattr(enc, h)]
-    ok = not missing and isinstance(enc, Encoder) and enc.weights_ref.is_random
+    weightless = cls.card.weights.format == "none"
+    ok = not missing and isinstance(enc, Encoder) and (
+        enc.weights_ref.is_none if weightless else enc.weights_ref.is_random)
     checks.append(Check("hooks", ok, "missing: " + ", ".join(missing) if missing else
-                        "card, weights_ref (random), preprocessing_id, encode"))
+                        f"card, weights_ref ({'none' if weightless else 'random'}), preprocessing_id, encode"))
     if missing:
         return checks
     base_v, blob_v, world = probe_volumes()
@@ -297,13 +300,34 @@ def run_checks(name: str, variant: Optional[str] = None, device: str = "cpu",
         pre = _preprocess_geometry(enc, base_v, blob_v, world)
         if pre is not None:
             checks.append(pre)
-    checks.append(_roundtrip(cls, enc, kwargs, blob_v, fb))
+    checks.append(_no_weights(cls, enc, kwargs) if weightless else _roundtrip(cls, enc, kwargs, blob_v, fb))
     limit = f" (limit {max_memory_gb} GB)" if max_memory_gb else ""
     checks.append(Check(
         "peak memory / time", max_memory_gb is None or mem <= max_memory_gb * 2**30,
         f"{mem / 2**20:.0f} MiB extra during one encode, {seconds:.2f} s on {device}{limit}",
     ))
     return checks
+
+
+def _no_weights(cls: type, enc: Any, kwargs: dict) -> Check:
+    """A model whose card says it has no weights: no parameters, no state, and a weights file
+    refused with a CTBenchError naming the model (rather than silently ignored)."""
+    import torch
+
+    state = _state_of(enc)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _save({"weight": torch.zeros(1)}, Path(tmp) / "weights", "safetensors")
+        try:
+            cls(weights=str(path), **kwargs)
+            refused = False
+        except CTBenchError as e:
+            refused = cls.card.name in str(e)
+    ok = cls.card.parameters == 0 and not state and refused
+    return Check(
+        "no weights", ok,
+        f"card weights format 'none': parameters {cls.card.parameters} (must be 0), state tensors "
+        f"{len(state or {})}, a weights file refused with a CTBenchError naming it={refused}",
+    )
 
 
 def _roundtrip(cls: type, enc: Any, kwargs: dict, volume: Any, before: Features) -> Check:

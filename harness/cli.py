@@ -32,6 +32,12 @@ def _global_options(
         set_debug(True)
 
 
+PRECISION_HELP = ("fp32 | bf16: the encoder's forward precision (default: the model's, that of its official "
+                  "code; bf16 autocast is faster on GPUs but not the official features); recorded in results")
+MODEL_OPTION_HELP = ("KEY=VALUE adapter option, repeatable (e.g. hu_window=dicom for voxelfm, "
+                     "tokens=pre-quantisation for ct-clip; see docs/adding-a-model.md); recorded in results")
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
@@ -45,7 +51,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     for name in MODELS.names():  # a broken plugin is one error row; the others are listed
         try:
             card = MODELS.get(name).card
-            rows.append({"name": name, **card.model_dump(mode="json")})
+            row = {"name": name, **card.model_dump(mode="json")}
+            rows.append({**row, "parity_status": _parity_text(row.get("parity"))})
         except CTBenchError as e:
             rows.append({"name": name, "error": str(e)})
     if as_json:
@@ -55,7 +62,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     if not console.is_terminal:  # piped: a plain list, nothing folded or cut
         print_whole(console, "\n".join(line for r in rows for line in _model_lines(r)), markup=False)
     else:
-        header = ("name", "params", "emb", "tokens", "supervision", "licence", "native input", "weights")
+        header = ("name", "params", "emb", "tokens", "supervision", "licence", "native input", "weights", "parity")
         table = Table(title="ctbench models")
         for col in header:
             table.add_column(col, overflow="fold")
@@ -69,24 +76,41 @@ def models(as_json: bool = typer.Option(False, "--json", help="machine-readable 
 
 
 def _model_row(r: dict, short: bool = True) -> list[str]:
-    """name, params, emb, tokens, supervision, licence, native input, weights of a ``ctbench
-    models`` row; ``short`` cuts a long native input description (terminal tables)."""
+    """name, params, emb, tokens, supervision, licence, native input, weights, parity of a
+    ``ctbench models`` row; ``short`` cuts a long native input description and names only the
+    reference's version (terminal tables)."""
     if "error" in r:
-        return [r["name"], "broken (see below)", *[""] * 6]
+        return [r["name"], "broken (see below)", *[""] * 7]
     inp, w = r["input"], r["weights"]
     size = inp["spatial_size"] if isinstance(inp["spatial_size"], str) else "x".join(map(str, inp["spatial_size"]))
-    source = f"{w['hub_repo']}/{w['filename']}" if w["hub_repo"] else "local file"
+    source = (f"{w['hub_repo']}/{w['filename']}" if w["hub_repo"]
+              else "none (no weights)" if w.get("format") == "none" else "local file")
     return [r["name"], f"{r['parameters'] / 1e6:.1f}M", str(r["embedding_dim"]), str(r["token_dim"] or "-"),
-            r["supervision"], r["licence"], _short(size) if short else size, source]
+            r["supervision"], r["licence"], _short(size) if short else size, source,
+            _parity_text(r.get("parity"), short)]
 
 
 def _model_lines(r: dict) -> list[str]:
     """A ``ctbench models`` row as plain lines: a summary, then licence, input and weights."""
-    name, params, emb, tokens, supervision, licence, size, source = _model_row(r, short=False)
+    name, params, emb, tokens, supervision, licence, size, source, parity = _model_row(r, short=False)
     if "error" in r:
         return [f"{name}: {params}"]
     return [f"{name}: {params} parameters, embedding {emb}, tokens {tokens}, supervision {supervision}",
-            f"  licence: {licence}", f"  native input: {size}", f"  weights: {source}"]
+            f"  licence: {licence}", f"  native input: {size}", f"  weights: {source}", f"  parity: {parity}"]
+
+
+def _parity_text(parity: dict | None, short: bool = False) -> str:
+    """A card's reference-parity facts in a few words: "matches REFERENCE@VERSION (rel <= TOL,
+    checked DATE)" (``short``: "matches @VERSION, rel <= TOL"), or "not checked"."""
+    if not parity:
+        return "not checked"
+    version = parity["reference_version"]
+    if len(version) == 40 and all(c in "0123456789abcdef" for c in version):
+        version = version[:7]  # a commit sha
+    tol = f"{parity['tolerance']:.0e}"
+    if short:
+        return f"matches @{version}, rel <= {tol}"
+    return f"matches {parity['reference']}@{version} (rel <= {tol}, checked {parity['checked']})"
 
 
 def _print_plugin_problems(registry) -> None:
@@ -163,13 +187,18 @@ def run(
     n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
     train_fraction: float = typer.Option(1.0, "--train-fraction", min=0.0, max=1.0,
                                          help="nested share of training patients (label efficiency)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    model_option: list[str] = typer.Option([], "--model-option", help=MODEL_OPTION_HELP),
 ) -> None:
     """Run one model on one task and print its test metrics with 95% CIs."""
+    from .devices import check_precision
+    from .model_options import parse_model_options
     from .runner import RunConfig, run as run_one
 
     options = _task_options(ctx, dataset, task)  # the task category's own flags, if any
     cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot,
-                    train_fraction, task_options=options)
+                    train_fraction, task_options=options, precision=check_precision(precision),
+                    model_options=parse_model_options(model_option))
     with stage_display(err) as progress:
         path, result = run_one(cfg, progress=progress)
     _print_result(result, path)
@@ -186,12 +215,15 @@ def extract(
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="reader processes (default: cores - 1 on CUDA, 0 on CPU)"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first failing case"),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    model_option: list[str] = typer.Option([], "--model-option", help=MODEL_OPTION_HELP),
 ) -> None:
     """Extract and cache features for every case of a dataset (shards over torchrun ranks)."""
     from . import distributed
     from .datasets import open_dataset
     from .extract import extract as run_extract, shard
-    from .devices import resolve_device
+    from .devices import check_precision, resolve_device
+    from .model_options import parse_model_options
     from .runner import build_encoder
     from .writable import check_output_folders
 
@@ -206,7 +238,8 @@ def extract(
         if rank.is_main:
             distributed.barrier()
         check_output_folders(results=False, studies=False)  # the feature cache, before any work
-        encoder = build_encoder(model, weights, dev, variant)
+        encoder = build_encoder(model, weights, dev, variant, check_precision(precision),
+                                parse_model_options(model_option))
         cases = shard(ds.manifest, rank.rank, rank.world)
         with stage_display(err, enabled=rank.is_main) as progress:
             ex = run_extract(encoder, model, ds, cases, strict=strict, batch_size=batch_size, workers=workers,
@@ -283,11 +316,13 @@ from .datasets_cli import app as datasets_app  # noqa: E402
 from .leaderboards.cli import app as leaderboard_app  # noqa: E402
 from .pretrain_cli import pretrain as pretrain_command  # noqa: E402
 from .results_cli import app as results_app  # noqa: E402
+from .selftest_cli import HELP as selftest_help, selftest_command  # noqa: E402
 from .weights_cli import app as weights_app  # noqa: E402
 
 app.command("bench")(bench_command)
 app.command("check-adapter")(check_adapter_command)
 app.command("pretrain")(pretrain_command)
+app.command("selftest", help=selftest_help)(selftest_command)
 app.add_typer(leaderboard_app, name="leaderboard")
 app.add_typer(weights_app, name="weights")
 app.add_typer(datasets_app, name="datasets")

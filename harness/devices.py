@@ -46,3 +46,21 @@ def resolve_device(name: str | None, source: str = "--device") -> str:
         raise CTBenchError(f"{source} {name!r}: only {count} CUDA GPU(s) are visible (cuda:0 to "
                            f"cuda:{count - 1}); use one of those, {_use(source, 'cuda')} or auto")
     return name
+
+
+#: numeric precisions of an encoder's forward pass: ``fp32`` (full precision, what every
+#: official implementation wrapped so far runs) or ``bf16`` (bfloat16 autocast: faster on GPUs,
+#: not bit-equal to the official features)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(name: str | None, source: str = "--precision") -> str | None:
+    """``name`` if it spells a precision (``None``: the model's own default), else a one-line
+    :class:`CTBenchError` naming ``source``, the value and the choices."""
+    if name is None:
+        return None
+    value = str(name).strip().lower()
+    if value in PRECISIONS:
+        return value
+    raise CTBenchError(f"{source} {name!r} is not a precision; use {' or '.join(PRECISIONS)} "
+                       f"(or leave it out for the model's default, its official code's precision)")

@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 from .bootstrap import Estimate, bootstrap_metrics
 from .probe_fit import FIT_ERRORS, fit_quietly
 from .errors import CTBenchError
+from .study import describe
 from .task import ProbeTask
 
 N_PROBE_SEEDS = 3
@@ -222,15 +223,19 @@ class ReportedSeeds(list):
         return list, (list(list.__iter__(self)),)
 
 
-def open_study(name: str, storage: str | None, direction: str, seed: int, attempts: int = 5) -> optuna.Study:
-    """Create or resume the study ``name``. Workers started together may race to create the
+def open_study(name: str, storage: str | None, direction: str, seed: int, attempts: int = 5,
+               metric: str | None = None, attrs: dict | None = None, budget: int | None = None) -> optuna.Study:
+    """Create or resume the study ``name``, naming its ``metric`` and recording ``attrs`` and the
+    ``budget`` (:func:`ctbench.study.describe`). Workers started together may race to create the
     storage schema or the study itself; the loser retries and joins the winner's study."""
     for attempt in range(attempts):
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 study_name=name, storage=_storage(storage), load_if_exists=True,
                 direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
             )
+            describe(study, metric, attrs, budget)
+            return study
         except Exception as e:  # sqlalchemy IntegrityError / OperationalError while racing
             if attempt == attempts - 1 or "sqlalchemy" not in type(e).__module__:
                 raise
@@ -248,11 +253,13 @@ def tune(
     study_name: str,
     storage: str | None = None,
     on_trial: Callable[[int, int], None] | None = None,
+    study_attrs: dict | None = None,
 ) -> optuna.Study:
     """Run (or resume) a seeded TPE study whose objective is the validation main metric, until
-    it holds exactly ``trials`` completed trials."""
+    it holds exactly ``trials`` completed trials; ``study_attrs`` are recorded on the study."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not printed
-    study = open_study(study_name, storage, task.direction, seed)
+    study = open_study(study_name, storage, task.direction, seed, metric=task.main_metric, attrs=study_attrs,
+                       budget=trials)
     metric = task.metrics()[task.main_metric]
 
     def objective(trial: optuna.Trial) -> float:
@@ -343,12 +350,14 @@ def run_probe(
     on_trial: Callable[[int, int], None] | None = None,
     on_refit: Callable[[int, int], None] | None = None,
     on_bootstrap: Callable[[int, int], None] | None = None,
+    study_attrs: dict | None = None,
 ) -> ProbeOutcome:
     """Tune on train/val, refit on train+val with the best of the budget's trials, score test
     once. Progress, each ``(done, total)`` from ``(0, total)``: ``on_trial`` per completed trial,
     ``on_refit`` per refit seed (:class:`ReportedSeeds`), ``on_bootstrap`` per metric."""
     t0 = time.perf_counter()
-    study = tune(task, train, val, trials=trials, seed=seed, study_name=study_name, storage=storage, on_trial=on_trial)
+    study = tune(task, train, val, trials=trials, seed=seed, study_name=study_name, storage=storage, on_trial=on_trial,
+                 study_attrs=study_attrs)
     t1 = time.perf_counter()
     budget = budget_trials_of(study, trials)
     best = (max if task.direction == "maximize" else min)(budget, key=lambda t: t.value)

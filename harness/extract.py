@@ -44,7 +44,7 @@ class Extraction:
 
 def cache_for(encoder: Encoder, model_name: str) -> FeatureCache:
     """The cache folder of this encoder's (model, weights, preprocessing) triple."""
-    return FeatureCache(model_name, encoder.weights_ref.sha256, encoder.preprocessing_id)
+    return FeatureCache.for_encoder(encoder, model_name)
 
 
 def default_workers(device: str = "cpu") -> int:

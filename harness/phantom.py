@@ -29,9 +29,10 @@ from .paths import home
 from .phantom_anatomy import (
     CONTRAST_FRACTION, FOV_CENTRE, FOV_MM, LABELS, Patient, liver_volume_ml, paint, sample_patient,
 )
+from .phantom_truth import CaseTruth, LesionTruth, write_truth
 from .splits import make_splits
 
-PHANTOM_VERSION = "3"  # 3: report wording drawn apart from the image noise
+PHANTOM_VERSION = "4"  # 4: calibrated (see docs/protocol.md, self-test) and truth.json for the oracle
 DEFAULT_PATIENTS = 100
 REPEAT_FRACTION = 0.2  # share of patients with a second scan
 ORIENTATIONS = ("RAS", "LPS", "LAS", "LPI", "PSR", "SLP")
@@ -49,6 +50,7 @@ FINDING_TERMS = {
     "pleural_effusion": r"\beffusions?\b",
 }
 NEGATION = r"\b(no|without)\b"
+NOISE_HU = (6.0, 12.0)  # standard deviation of the image noise per scan
 _AXIS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0),
          "I": (2, -1.0)}
 
@@ -94,16 +96,33 @@ def _render(p: Patient, shift: np.ndarray, shape, affine, rng: np.random.Generat
     x, y, z = (a - s for a, s in zip(world_axes(shape, affine), shift))
     hu, lab = paint(p, x.astype(np.float32), y.astype(np.float32), z.astype(np.float32))
     hu = gaussian_filter(hu, 0.4)  # slight partial-volume blur
-    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(rng.uniform(10, 20))
+    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(rng.uniform(*NOISE_HU))
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16), lab
 
 
-def _survival(p: Patient, rng: np.random.Generator) -> tuple[int, int]:
-    """Weibull event time whose hazard grows with malignant lesion burden and effusion."""
+# Survival: a Weibull accelerated-failure-time model (so also proportional hazards, with log
+# hazard ratio WEIBULL_SHAPE * risk). Its log time noise (a Gumbel draw / WEIBULL_SHAPE) is small
+# against the risk's spread, so the C-index of the true risk is ~0.8: what the image shows decides
+# most of the ordering, as the self-test's survival row needs on a 20-patient test split.
+WEIBULL_SHAPE = 2.5
+BASE_DAYS = 2400.0
+RISK_BURDEN = 1.1  # per log(1 + mL) of nodule and liver-lesion volume
+RISK_EFFUSION = 0.9  # per 10 mm of the deepest pleural fluid
+CENSOR_DAYS = (400.0, 4000.0)  # uniform follow-up
+
+
+def survival_risk(p: Patient) -> float:
+    """The linear predictor of a patient's hazard: malignant lesion burden and effusion depth,
+    both visible in the image (cysts are benign and do not count)."""
     malignant = sum(les.volume_ml for les in p.lesions if les.kind != "kidney_cyst")
-    lp = 0.9 * math.log1p(malignant) + 1.0 * bool(p.effusion)
-    t_event = 3000.0 * (-math.log1p(-rng.random())) ** (1 / 1.3) * math.exp(-lp / 1.3)
-    t_censor = rng.uniform(150.0, 2500.0)
+    depth = max(p.effusion.values(), default=0.0)
+    return RISK_BURDEN * math.log1p(malignant) + RISK_EFFUSION * depth / 10.0
+
+
+def _survival(p: Patient, rng: np.random.Generator) -> tuple[int, int]:
+    """Event time (Weibull AFT on :func:`survival_risk`) and uniform censoring."""
+    t_event = BASE_DAYS * math.exp(-survival_risk(p)) * (-math.log1p(-rng.random())) ** (1 / WEIBULL_SHAPE)
+    t_censor = rng.uniform(*CENSOR_DAYS)
     return max(1, int(round(min(t_event, t_censor)))), int(t_event <= t_censor)
 
 
@@ -270,7 +289,7 @@ def _write_dataset(
         (folder / sub).mkdir()
     n_repeat = max(1, round(REPEAT_FRACTION * n_patients))
     repeats = set(np.random.default_rng([seed, 3]).permutation(n_patients)[:n_repeat].tolist())
-    total, done, rows = n_patients + len(repeats), 0, []
+    total, done, rows, truth = n_patients + len(repeats), 0, [], {}
     for i in range(n_patients):
         p = sample_patient(np.random.default_rng([seed, 0, i]))
         t, event = _survival(p, np.random.default_rng([seed, 1, i]))
@@ -296,6 +315,7 @@ def _write_dataset(
             (folder / "images" / f"{case}.nii.gz").write_bytes(_nifti_gz(image, affine))
             (folder / "masks" / f"{case}.nii.gz").write_bytes(_nifti_gz(mask, affine))
             where = (np.array(largest.centre) + shift).round(2) if largest else [np.nan] * 3
+            truth[case] = _case_truth(p, patient, case, shape, affine, shift)
             rows.append({
                 **patient, "case_id": case, "image": f"images/{case}.nii.gz",
                 "mask": f"masks/{case}.nii.gz", "lesion_x": where[0], "lesion_y": where[1],
@@ -309,7 +329,22 @@ def _write_dataset(
     strata = df[list(FINDINGS)].sum(axis=1).clip(upper=2)
     df["split"] = make_splits(df["patient_id"], strata=strata, seed=seed).to_numpy()
     df[list(COLUMNS)].to_csv(folder / MANIFEST_FILE, index=False)
+    write_truth(folder, PHANTOM_VERSION, truth)
     write_card(phantom_card(n_patients, seed, resolution), folder)
+
+
+def _case_truth(p: Patient, patient: dict, case: str, shape, affine: np.ndarray, shift: np.ndarray) -> CaseTruth:
+    """The ground truth of one scan for ``truth.json`` (lesion centres in this scan's world mm)."""
+    return CaseTruth(
+        image=f"images/{case}.nii.gz", mask=f"masks/{case}.nii.gz", shape=tuple(int(n) for n in shape),
+        affine=tuple(tuple(float(v) for v in row) for row in affine),
+        findings={f: int(patient[f]) for f in FINDINGS}, contrast=patient["contrast"],
+        liver_volume_ml=patient["liver_volume_ml"], lesion_burden_ml=patient["lesion_burden_ml"],
+        effusion_mm=(round(p.effusion.get("right", 0.0), 3), round(p.effusion.get("left", 0.0), 3)),
+        risk=round(survival_risk(p), 6),
+        lesions=tuple(LesionTruth(kind=les.kind, centre=tuple(round(float(v), 3) for v in np.add(les.centre, shift)),
+                                  radius=round(les.radius, 3)) for les in p.lesions),
+    )
 
 
 def _is_empty_dir(folder: Path) -> bool:
@@ -323,7 +358,8 @@ def generate_phantom(
     progress: Callable[[int, int], None] | None = None,
     resolution: float = 1.0,
 ) -> Path:
-    """Write a phantom dataset (images/, masks/, manifest.csv, dataset.json) into ``folder``.
+    """Write a phantom dataset (images/, masks/, manifest.csv, dataset.json, and truth.json: the
+    ground truth per scan that the ``oracle`` encoder reads) into ``folder``.
 
     ``resolution`` divides every voxel spacing (2: 1.25-1.75 mm in-plane, about 8x the voxels);
     the manifest (anatomy, findings, labels, reports, splits) stays the same. The card is named

@@ -23,12 +23,19 @@ SAFE_MM = 14.0  # findings stay this far inside the nominal field of view (cover
 FINDING_ORGAN = {"lung_nodule": LUNG, "liver_lesion": LIVER, "kidney_cyst": KIDNEY}
 CONTRAST_FRACTION = 0.5  # share of scans in the portal-venous phase
 # organ HU ranges (non-contrast, portal-venous); the heart value is also the aorta's blood pool
-ORGAN_HU = {"liver": ((55, 65), (100, 120)), "kidney": ((27, 35), (140, 180)),
+ORGAN_HU = {"liver": ((58, 68), (100, 120)), "kidney": ((27, 35), (140, 180)),
             "heart": ((35, 45), (150, 200))}
 # lesion HU ranges (non-contrast, portal-venous): hypodense liver lesions enhance a little,
 # nodules are solid soft tissue, cysts are water and do not enhance
-LESION_HU = {"lung_nodule": ((25, 60), (50, 90)), "liver_lesion": ((8, 22), (25, 50)),
+LESION_HU = {"lung_nodule": ((25, 60), (50, 90)), "liver_lesion": ((5, 18), (20, 38)),
              "kidney_cyst": ((-2, 8), (-2, 8))}
+
+# Calibration (version 4): findings large enough, and fluid-like tissue rare enough outside them
+# (soft tissue filler at 32-45 HU, image noise 6-12 HU), that an HU histogram or a coarse
+# thumbnail sees part of the signal; the self-test's ladder checks the result.
+RADIUS_MM = {"lung_nodule": (6.0, 14.0), "liver_lesion": (8.0, 20.0), "kidney_cyst": (7.0, 14.0)}
+EFFUSION_MM = (25.0, 60.0)  # depth of the dependent pleural fluid
+LIVER_SCALE = (0.8, 1.2)  # liver size factor (radii)
 
 
 @dataclass(frozen=True)
@@ -190,8 +197,9 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     k = _u(rng, 0.85, 1.1)
     heart = Ellipsoid((-_u(rng, 10, 20), by * _u(rng, 0.15, 0.3), _u(rng, 35, 48)),
                       (48 * k, 38 * k, 45 * k))
+    size = _u(rng, *LIVER_SCALE)  # one factor for all three radii: liver volume varies ~3x
     liver = Ellipsoid((_u(rng, 30, 42), _u(rng, -5, 12), _u(rng, -40, -30)),
-                      (_u(rng, 50, 68), _u(rng, 42, 55), _u(rng, 42, 55)))
+                      (size * _u(rng, 54, 64), size * _u(rng, 44, 52), size * _u(rng, 44, 52)))
     kidneys = tuple(
         Ellipsoid((sign * _u(rng, 45, 55), spine["body_y"] - _u(rng, 0, 8), z0 + _u(rng, -5, 5)),
                   (_u(rng, 20, 26), _u(rng, 15, 19), _u(rng, 36, 44)))
@@ -199,7 +207,7 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     )
     contrast = bool(rng.random() < CONTRAST_FRACTION)
     hu = {
-        "fat": _u(rng, -110, -90), "muscle": _u(rng, 45, 55), "soft": _u(rng, 15, 30),
+        "fat": _u(rng, -110, -90), "muscle": _u(rng, 40, 50), "soft": _u(rng, 32, 45),
         "lung": _u(rng, -880, -815), "fluid": _u(rng, 6, 14), "cortical": _u(rng, 950, 1150),
         "cancellous": _u(rng, 600, 750), "disc": _u(rng, 70, 90), "csf": _u(rng, 5, 15),
         "rib": _u(rng, 550, 750),
@@ -224,9 +232,10 @@ def _add_findings(p: Patient, rng: np.random.Generator) -> None:
     if effusion:
         side = rng.choice(["right", "left", "both"], p=[0.45, 0.35, 0.2])
         for s in ("right", "left") if side == "both" else (str(side),):
-            p.effusion[s] = _u(rng, 20, 50)
-    plans = [("lung_nodule", nodule, 4, (5.5, 12.0)), ("liver_lesion", liver_lesion, 4, (7.0, 18.0)),
-             ("kidney_cyst", cyst, 2, (6.0, 12.0))]
+            p.effusion[s] = _u(rng, *EFFUSION_MM)
+    plans = [("lung_nodule", nodule, 4, RADIUS_MM["lung_nodule"]),
+             ("liver_lesion", liver_lesion, 4, RADIUS_MM["liver_lesion"]),
+             ("kidney_cyst", cyst, 2, RADIUS_MM["kidney_cyst"])]
     for kind, present, most, (rmin, rmax) in plans:
         if not present:
             continue

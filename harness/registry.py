@@ -118,6 +118,12 @@ class Registry(Generic[T]):
             self._broken[name] = f"{self.kind} {name!r} from {_origin(ep)} is broken: {problem}; {fix}"
             raise CTBenchError(self._broken[name]) from None
 
+    def entry_point(self, name: str) -> EntryPoint | None:
+        """The entry point ``name`` came from (its ``dist`` is the installed package), or None
+        for built-ins and names registered in code: what a result records of its adapter."""
+        self._scan_entry_points()
+        return self._plugins.get(name)
+
     def __contains__(self, name: str) -> bool:
         return name in self.names()
 

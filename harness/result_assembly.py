@@ -13,7 +13,9 @@ import pandas as pd
 from .datasets import Dataset
 from .engine import ProbeOutcome, Split
 from .extract import Extraction
-from .provenance import PROTOCOL_VERSION, ctbench_version, environment, git_sha
+from .portable import portable_result
+from .provenance import PROTOCOL_VERSION, adapter_info, ctbench_version, environment, git_sha
+from .registry import MODELS
 from .run_config import RunConfig
 from .study import redact
 from .task import Task
@@ -58,10 +60,11 @@ def probe_section(out: ProbeOutcome, cfg: RunConfig, task: Any, train: Split, va
 
 def assemble(cfg: RunConfig, started: datetime, encoder: Any, task: Task, dataset: Dataset, opts: str | None,
              scored: Scored, ex: Extraction, usable: np.ndarray, device: str, artifacts: list[str]) -> dict:
-    """The whole result dict of a run (validated against the result schema when written)."""
+    """The whole result dict of a run (validated against the result schema when written); local
+    paths in it are recorded portably (:mod:`ctbench.portable`): result folders get shared."""
     spec, wref = task.spec, encoder.weights_ref
     settings = task.probe_settings()
-    return {
+    return portable_result({
         "ctbench_version": ctbench_version(),
         "git_sha": git_sha(),
         "protocol_version": PROTOCOL_VERSION,
@@ -72,8 +75,14 @@ def assemble(cfg: RunConfig, started: datetime, encoder: Any, task: Task, datase
             "variant": cfg.variant,
             "card": encoder.card.model_dump(mode="json"),
             "weights": {"choice": cfg.weights, "sha256": wref.sha256, "random_init": wref.is_random,
-                        "path": str(wref.path) if wref.path else None},
+                        "path": str(wref.path) if wref.path else None,
+                        # the hub commit of a pulled file (weights lock); absent when none is known
+                        **({"revision": wref.revision} if getattr(wref, "revision", None) else {})},
             "preprocessing_id": encoder.preprocessing_id,
+            "precision": getattr(encoder, "precision", None),  # None: the adapter declares none
+            "options": dict(cfg.model_options) or None,  # the adapter options given (--model-option)
+            "settings": getattr(encoder, "settings", None),  # what shapes its features, when it says
+            "adapter": adapter_info(MODELS.get(cfg.model), MODELS.entry_point(cfg.model)),
         },
         "task": {
             "name": spec.name, "category": spec.category, "version": spec.version,
@@ -99,4 +108,4 @@ def assemble(cfg: RunConfig, started: datetime, encoder: Any, task: Task, datase
         "warnings": [{"case_id": c, "reason": r} for c, rs in ex.warnings.items() for r in rs],  # implausible images
         "excluded_without_target": int((~usable).sum()),
         "artifacts": artifacts,
-    }
+    })

@@ -19,7 +19,11 @@ Version history
   ``model.weights.random_init`` (true when the sha256 is "random") and no ``predictions_file``.
 - 1: the runner's current output (``ctbench.runner.run``). Optional fields added within version
   1 (absent in older files of the same version): ``task.dataset_collections``,
-  ``timings.cases_recovered``, ``warnings``, ``artifacts``, ``config.task_options``.
+  ``timings.cases_recovered``, ``warnings``, ``artifacts``, ``config.task_options``,
+  ``model.adapter``, ``model.precision``, ``model.options``, ``model.settings``,
+  ``model.weights.revision``, ``config.precision``, ``config.model_options``. Local paths (``config``, ``model.weights.path``, storages) are recorded
+  portably since ``model.adapter`` came in (:mod:`ctbench.portable`); older files may hold
+  absolute paths.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ class CardInfo(_Open):
     pretraining_datasets: tuple[str, ...] = ()
     input: CardInput | None = None
     weights: CardWeights | None = None
+    parity: dict[str, Any] | None = None  # ParityFacts: official reference, fixture, tolerance, date
 
 
 class WeightsInfo(_Open):
@@ -119,12 +124,25 @@ class WeightsInfo(_Open):
     choice: str = Field(description="the --weights argument: auto, random or a path")
     sha256: str = Field(description="sha256 of the weights file, or 'random'")
     random_init: bool
-    path: str | None = None
+    path: str | None = Field(default=None, description="the weights file: '$CTBENCH_HOME/...' under ctbench's "
+                                                       "home, else its file name (never an absolute path)")
+    revision: str | None = Field(default=None, description="hub commit of a pulled file (from the weights lock); "
+                                                           "null for a local path, random init, or older files")
 
     @property
     def tag(self) -> str:
         """``random`` or the first 12 hex digits of the sha256 (as in result folders)."""
         return "random" if self.random_init else self.sha256[:12]
+
+
+class AdapterInfo(_Open):
+    """The code behind a model: the adapter module and the distribution it comes from."""
+
+    module: str | None = Field(default=None, description="module implementing the model's encoder")
+    package: str | None = Field(default=None, description="distribution name ('ctbench' for built-in adapters)")
+    version: str | None = Field(default=None, description="version of that distribution")
+    commit: str | None = Field(default=None, description="git commit of that distribution when installed from a "
+                                                         "git checkout ('-dirty' if modified), else null")
 
 
 class ModelInfo(_Open):
@@ -133,6 +151,14 @@ class ModelInfo(_Open):
     card: CardInfo
     weights: WeightsInfo
     preprocessing_id: str | None = None
+    adapter: AdapterInfo | None = None  # absent in older files
+    precision: Literal["fp32", "bf16"] | None = Field(
+        default=None, description="forward precision of the encoder (bf16 = bfloat16 autocast); null when the "
+                                  "adapter declares none, or in older files")
+    options: dict[str, Any] | None = Field(default=None, description="adapter options given (--model-option)")
+    settings: dict[str, Any] | None = Field(default=None, description="the adapter's feature-shaping settings "
+                                                                      "(hashed into preprocessing_id), when it "
+                                                                      "declares them")
 
     @property
     def tag(self) -> str:
@@ -179,6 +205,8 @@ class ConfigInfo(_Open):
     n_boot: int | None = None
     train_fraction: float = Field(default=1.0, gt=0, le=1)
     task_options: dict[str, Any] = {}
+    precision: str | None = None  # --precision as given (None: the model's default)
+    model_options: dict[str, Any] = {}  # --model-option values as given
 
     @field_validator("train_fraction", mode="before")
     @classmethod

@@ -24,3 +24,5 @@ class RunConfig:
     n_boot: int = 1000
     train_fraction: float = 1.0
     task_options: dict[str, Any] = field(default_factory=dict)  # given options only, e.g. {"beam": 2}
+    precision: str | None = None  # fp32 | bf16; None: the model's default (its official code's precision)
+    model_options: dict[str, Any] = field(default_factory=dict)  # given adapter options, e.g. {"hu_window": "dicom"}

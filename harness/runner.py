@@ -27,8 +27,9 @@ from .registry import MODELS, TASKS
 from .result_assembly import Scored, assemble, probe_section
 from .results import result_dir, write_result
 from .run_config import RunConfig
-from .study import default_storage, study_name
+from .study import default_storage, probe_families, study_attributes, study_name
 from .task import EvalTask, ProbeTask
+from .model_options import encoder_kwargs, model_options_tag
 from .task_options import options_tag, task_kwargs
 
 __all__ = ["RunConfig", "run", "build_encoder", "train_subset", "options_tag", "task_kwargs", "study_name"]
@@ -43,13 +44,21 @@ def pick_device(device: str) -> str:
     return resolve_device(device)
 
 
-def build_encoder(name: str, weights: str, device: str, variant: str | None):
-    """Instantiate a registered adapter with the run's weights, device and variant."""
+def build_encoder(name: str, weights: str, device: str, variant: str | None, precision: str | None = None,
+                  options: dict | None = None):
+    """Instantiate a registered adapter with the run's weights, device, variant, precision
+    (``None``: the adapter's default) and adapter options (:mod:`ctbench.model_options`)."""
     factory = MODELS.get(name)
-    kwargs = {"weights": weights, "device": device}
-    if variant:
-        kwargs["variant"] = variant
-    return factory(**kwargs)
+    return factory(**encoder_kwargs(name, factory, weights, device, variant, precision, options))
+
+
+def run_options_tag(task_opts: str | None, cfg: RunConfig) -> str | None:
+    """The result folder's options suffix: the task's ``opts<hash>`` and the model's
+    ``model<hash>`` (non-default precision or adapter options), ``-``-joined; ``None`` for defaults."""
+    model_opts = None
+    if cfg.precision is not None or cfg.model_options:  # defaults: no need to look the model up
+        model_opts = model_options_tag(MODELS.get(cfg.model), cfg.precision, cfg.model_options)
+    return "-".join(t for t in (task_opts, model_opts) if t) or None
 
 
 def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -> Split:
@@ -76,7 +85,7 @@ def train_subset(split: Split, fraction: float, seed: int) -> Split:
 
 
 def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: str, code: str,
-           tick: Tick) -> Scored:
+           tick: Tick, study_attrs: dict | None = None) -> Scored:
     splits = {s: _split(task, dataset, rows, ex.features, s) for s in ("train", "val", "test")}
     available = {n: len(s.case_ids) for n, s in splits.items()}
     # label efficiency: nested subsets of every split the final probe is fitted on
@@ -86,7 +95,7 @@ def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: s
     storage = cfg.storage or default_storage()
     out = run_probe(task, train, val, test, trials=cfg.trials, seed=cfg.seed, study_name=study,
                     storage=storage, n_boot=cfg.n_boot, on_trial=tick("tune"), on_refit=tick("refit"),
-                    on_bootstrap=tick("bootstrap"))
+                    on_bootstrap=tick("bootstrap"), study_attrs=study_attrs)
     preds = pd.DataFrame({"case_id": test.case_ids, "patient_id": test.groups})
     for col, values in task.prediction_columns(test.y, out.predictions).items():
         preds[col] = values
@@ -147,9 +156,10 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     check_output_folders(cfg.out, studies=cfg.storage is None and not isinstance(task, EvalTask))
     device = resolve_device(cfg.device)
     opts = options_tag(task)
+    run_opts = run_options_tag(opts, cfg)  # task and model options: study and result folder
     built = tick("model")
     built(0, 1)
-    encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant)
+    encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant, cfg.precision, cfg.model_options)
     built(1, 1)
 
     manifest = dataset.manifest
@@ -165,13 +175,15 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     else:
         code = probe_code_hash(task)
         study = study_name(dataset, spec, model_tag, wsha, encoder.preprocessing_id, cfg.seed, cfg.train_fraction,
-                           opts, code)
-        scored = _probe(task, dataset, rows, ex, cfg, study, code, tick)
+                           run_opts, code)
+        attrs = study_attributes(dataset, spec, cfg.model, cfg.variant, wsha, encoder.preprocessing_id, cfg.seed,
+                                 cfg.train_fraction, run_opts, code, probe_families(task, cfg.seed))
+        scored = _probe(task, dataset, rows, ex, cfg, study, code, tick, attrs)
 
     weights_tag = "random" if encoder.weights_ref.is_random else wsha[:12]
     folder = Path(cfg.out) if cfg.out else result_dir(
         home() / "results", dataset.card.name, spec.name, model_tag, weights_tag, cfg.seed, cfg.train_fraction,
-        opts)  # non-default task options: e.g. seed0-opts1a2b3c4d
+        run_opts)  # non-default task / model options: e.g. seed0-opts1a2b3c4d-model5e6f7a8b
     written = tick("write")
     written(0, 1)
     artifacts = scored.artifacts(folder) if scored.artifacts else []

@@ -1,7 +1,9 @@
 """Weights resolution for ``--weights auto|random|PATH`` and safe checkpoint reading.
 
-``PATH`` loads that file; ``auto`` looks in ``$CTBENCH_HOME/weights`` then the hub (pinned
-revision, sha256 checked); ``random`` is an explicit, seeded random-initialisation control.
+``PATH`` loads that file; ``auto`` looks in ``$CTBENCH_HOME/weights`` then the hub, at the
+card's pinned revision when it has one, else at the revision the first pull locked
+(:mod:`ctbench.weights_lock`); the sha256 is checked against the card's (when it pins one) and
+against the lock; ``random`` is an explicit, seeded random-initialisation control.
 Nothing is ever unpickled beyond tensors: ``torch.load(weights_only=True)`` or safetensors.
 """
 
@@ -18,21 +20,38 @@ from typing import Iterator
 from .card import ModelCard
 from .errors import CTBenchError
 from .paths import home
+from .weights_lock import locked, record, verify
 
 RANDOM = "random"
+NONE = "none"  # the sha256 field of a model that has no weights (card weights format "none")
 RANDOM_SEED = 0
 
 
 @dataclass(frozen=True)
 class WeightsRef:
-    """A resolved weights choice: a file and its sha256, or the random control."""
+    """A resolved weights choice: a file and its sha256, the random control, or no weights at
+    all (a deterministic baseline: nothing was learned, nothing is random)."""
 
     path: Path | None
-    sha256: str  # hex digest, or "random"
+    sha256: str  # hex digest, "random", or "none"
+    revision: str | None = None  # hub commit of a pulled file (from the lock), else None
 
     @property
     def is_random(self) -> bool:
-        return self.path is None
+        return self.path is None and self.sha256 != NONE
+
+    @property
+    def is_none(self) -> bool:
+        """The model has no weights (card weights format ``none``)."""
+        return self.path is None and self.sha256 == NONE
+
+    @property
+    def tag(self) -> str:
+        """Result-folder name: ``random``, ``none`` or the first 12 hex digits of the sha256."""
+        return RANDOM if self.is_random else self.sha256[:12]
+
+
+NO_WEIGHTS = WeightsRef(None, NONE)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -52,8 +71,18 @@ def cached_weights_path(card: ModelCard) -> Path | None:
 
 
 def resolve_weights(card: ModelCard, choice: str | Path) -> WeightsRef:
-    """Turn ``auto|random|PATH`` into a ``WeightsRef`` or a clear, actionable error."""
+    """Turn ``auto|random|PATH`` into a ``WeightsRef`` or a clear, actionable error.
+
+    A model without weights (card weights format ``none``) resolves ``auto`` and ``random`` to
+    :data:`NO_WEIGHTS` (its features depend on neither) and refuses a file."""
     choice = str(choice)
+    if card.weights.format == NONE:
+        if choice in ("auto", RANDOM, NONE):
+            return NO_WEIGHTS
+        raise CTBenchError(
+            f"{card.name!r} has no weights (a deterministic baseline with no learned parameters), so "
+            f"--weights {choice} cannot be used; leave --weights out (auto)"
+        )
     if choice == RANDOM:
         return WeightsRef(None, RANDOM)
     if choice != "auto":
@@ -65,7 +94,12 @@ def resolve_weights(card: ModelCard, choice: str | Path) -> WeightsRef:
         return WeightsRef(path, sha256_file(path))
     local = cached_weights_path(card)
     if local is not None and local.is_file():
-        return WeightsRef(local, _checked(local, card))
+        digest = _checked(local, card)
+        entry = verify(card, local, digest)  # a file changed since it was pulled is refused
+        if entry is None and card.weights.hub_repo:  # put there by hand: lock what is used from now on
+            with contextlib.suppress(OSError):  # a read-only weights folder still works, unlocked
+                entry = record(card, card.weights.revision, digest)
+        return WeightsRef(local, digest, entry.revision if entry else card.weights.revision)
     if card.weights.hub_repo and card.weights.filename:
         return download_weights(card)
     raise CTBenchError(
@@ -79,8 +113,8 @@ def _checked(path: Path, card: ModelCard) -> str:
     digest = sha256_file(path)
     if card.weights.sha256 and digest != card.weights.sha256:
         raise CTBenchError(
-            f"{path}: sha256 {digest[:12]}... does not match the card's {card.weights.sha256[:12]}...;"
-            f" delete the file and run `ctbench weights pull {card.name}` again"
+            f"{path}: sha256 {digest} does not match the card's {card.weights.sha256}; run "
+            f"`ctbench weights pull {card.name} --force` to download it again"
         )
     return digest
 
@@ -115,27 +149,35 @@ def _offline_error(card: ModelCard, why: str) -> CTBenchError:
     )
 
 
-def _fetch(card: ModelCard) -> str:
-    """Download the card's file; one metadata request first, without retries, so that no
-    network fails in seconds instead of after the hub client's retry loop."""
+def _fetch(card: ModelCard, revision: str | None) -> tuple[str, str | None]:
+    """Download the card's file at ``revision`` (``None``: the hub's ``main``); returns (path,
+    the commit sha the hub resolved). One metadata request first, without retries, so that no
+    network fails in seconds instead of after the hub client's retry loop; the download then
+    asks for that exact commit, so the file and the recorded revision agree."""
     import huggingface_hub as hub
 
     spec = card.weights
-    url = hub.hf_hub_url(spec.hub_repo, spec.filename, repo_type=spec.hub_repo_type, revision=spec.revision)
-    hub.get_hf_file_metadata(url, timeout=10)
-    return hub.hf_hub_download(repo_id=spec.hub_repo, filename=spec.filename, revision=spec.revision,
+    url = hub.hf_hub_url(spec.hub_repo, spec.filename, repo_type=spec.hub_repo_type, revision=revision)
+    meta = hub.get_hf_file_metadata(url, timeout=10)
+    commit = getattr(meta, "commit_hash", None) or revision
+    path = hub.hf_hub_download(repo_id=spec.hub_repo, filename=spec.filename, revision=commit,
                                repo_type=spec.hub_repo_type, local_dir=home() / "weights" / card.name)
+    return path, commit
 
 
 def download_weights(card: ModelCard) -> WeightsRef:
-    """Fetch the card's file from the hub at its pinned revision into the local cache.
+    """Fetch the card's file from the hub into the local cache, at the card's pinned revision,
+    else the locked one, else ``main``; the resolved commit and sha256 are checked against the
+    lock (a first pull records them).
 
     ``HF_HUB_OFFLINE=1`` is honoured before any network call, and the first connection error
     fails at once; both errors name the local path where the file can be put instead."""
     if hub_offline():
         raise _offline_error(card, "HF_HUB_OFFLINE is set")
+    entry = locked(card)
+    revision = card.weights.revision or (entry.revision if entry else None)
     try:
-        got = _fetch(card)
+        got, commit = _fetch(card, revision)
     except Exception as e:  # network, auth, missing file: all user-fixable
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if _is_connection_error(e):
@@ -151,7 +193,10 @@ def download_weights(card: ModelCard) -> WeightsRef:
     if got_path != target:
         target.parent.mkdir(parents=True, exist_ok=True)
         got_path.replace(target)
-    return WeightsRef(target, _checked(target, card))
+    digest = _checked(target, card)
+    if verify(card, target, digest) is None:
+        record(card, commit, digest)
+    return WeightsRef(target, digest, commit)
 
 
 def load_state_dict(path: Path) -> dict:

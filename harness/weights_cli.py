@@ -1,7 +1,10 @@
 """``ctbench weights``: fetch official weights and cut large archives down to the encoder.
 
-- ``ctbench weights pull NAME``: download the card's file from the hub at its pinned revision
-  into ``$CTBENCH_HOME/weights/NAME/`` and check its sha256 (``ctbench.weights``).
+- ``ctbench weights pull NAME``: download the card's file from the hub into
+  ``$CTBENCH_HOME/weights/NAME/`` at the card's pinned revision, else the locked one, else the
+  hub's ``main``, and record the resolved revision (commit sha) and sha256 in
+  ``$CTBENCH_HOME/weights/lock.json`` (``ctbench.weights``, ``ctbench.weights_lock``); later runs
+  refuse a file that no longer matches. ``--update`` moves the lock to the hub's current file.
 - ``ctbench weights extract radfm FILE [--out PATH]``: keep only the vision-encoder tensors of
   the ~50 GB RadFM checkpoint in a small safetensors file. Tensors are memory-mapped and copied
   one at a time, so memory stays at the size of the encoder, not of the archive.
@@ -44,10 +47,13 @@ EXTRACTORS: dict[str, Extractor] = {
 }
 
 
-def pull_weights(name: str, force: bool = False):
-    """Download (or re-check the cached copy of) model ``name``'s weights; returns a WeightsRef."""
+def pull_weights(name: str, force: bool = False, update: bool = False):
+    """Download (or re-check the cached copy of) model ``name``'s weights; returns a WeightsRef.
+    ``force`` downloads again (the locked revision); ``update`` also forgets the lock entry, so
+    the hub's current file (or the card's pin) is taken and locked."""
     from .registry import MODELS
     from .weights import cached_weights_path, download_weights, resolve_weights
+    from .weights_lock import forget
 
     card = MODELS.get(name).card
     if name in EXTRACTORS:
@@ -62,7 +68,9 @@ def pull_weights(name: str, force: bool = False):
             f"pass --weights PATH"
         )
     cached = cached_weights_path(card)
-    if force and cached is not None and cached.is_file():
+    if update:
+        forget(name)
+    if (force or update) and cached is not None and cached.is_file():
         cached.unlink()
     if cached is not None and cached.is_file():
         return resolve_weights(card, "auto")  # verifies the sha256 against the card
@@ -72,19 +80,22 @@ def pull_weights(name: str, force: bool = False):
 @app.command()
 def pull(
     name: str = typer.Argument(..., help="registered model name (see `ctbench models`)"),
-    force: bool = typer.Option(False, "--force", help="download again even if a copy is cached"),
+    force: bool = typer.Option(False, "--force", help="download again (the locked revision) even if a copy is cached"),
+    update: bool = typer.Option(False, "--update", help="forget the lock: take the hub's current file and lock it"),
 ) -> None:
-    """Download a model's official weights at the card's pinned revision and check the sha256."""
+    """Download a model's official weights, lock their revision and sha256, and check them."""
     from .registry import MODELS
+    from .weights_lock import lock_path
 
-    ref = pull_weights(name, force)
+    ref = pull_weights(name, force, update)
     card = MODELS.get(name).card
     console.print(f"{name}: {ref.path}", soft_wrap=True)
     console.print(f"sha256 {ref.sha256}")
-    if card.weights.sha256 is None:
-        console.print("[yellow]the card pins no sha256: this digest is recorded in every result[/]")
+    console.print(f"revision {ref.revision or 'unknown (the hub named no commit)'}")
+    console.print(f"locked in {lock_path()}", soft_wrap=True)
     if card.weights.revision is None:
-        console.print("[yellow]the card pins no hub revision: the file may change upstream[/]")
+        console.print("[yellow]the card pins no hub revision: the first pull locked the hub's file of that day; "
+                      "later runs on this machine use and check exactly that file[/]")
 
 
 def _open_mmap(path: Path, mmap: bool) -> dict:

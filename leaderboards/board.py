@@ -24,14 +24,16 @@ from ctbench.errors import CTBenchError
 from ctbench.provenance import PROTOCOL_VERSION, ctbench_version, git_sha
 from ctbench.safe_paths import inside
 
+from .chance import Chance, chance_level
 from .collect import BoardKey, Entry, collect, contamination, row_labels
 from .paired import Difference, align, model_draws, paired_difference, same_targets
 from .ranking import RANK_RULE, display_order, mean_ranks, point_ranks, significance_ranks
+from .row_facts import card_facts, failures, is_reference, run_facts
 from .scoring import can_score, make_scorer
 from .slugs import join as join_slug
 from .slugs import slug_part, unique
 
-KM_FILES = ("km.png", "km.csv")
+KM_FILES = ("km.csv", "km.png")  # data first: redrawn with the model in its title
 
 
 @dataclass
@@ -59,6 +61,9 @@ class Row:
     better_than: list[str]
     provenance: dict[str, Any]
     contaminated_by: list[str] = field(default_factory=list)  # pre-training names that overlap
+    card: dict[str, Any] = field(default_factory=dict)  # model-card facts (:func:`.row_facts.card_facts`)
+    reference: bool = False  # a baseline or control whose card says supervision "none"
+    failures: list[str] = field(default_factory=list)  # ``case: reason`` of cases that could not be encoded
 
 
 @dataclass
@@ -90,6 +95,7 @@ class Table:
     trials: int | None = None
     dataset_version: str | None = None
     slug_suffix: str = ""  # ``-2``... where two tables' names would otherwise give one slug
+    chance: Chance | None = None  # the main metric's chance level (:mod:`.chance`), None where it has none
 
     @property
     def slug(self) -> str:
@@ -193,9 +199,9 @@ def _by_label(entries: list[Entry], labels: dict, notes: list[str]) -> dict[str,
     """Entries per row label, one per seed (the newest wins when a seed appears twice)."""
     out: dict[str, dict[int, Entry]] = defaultdict(dict)
     for e in sorted(entries, key=lambda e: e.result.created):
-        label = labels[(e.result.model.tag, e.weights_tag)]
+        label = labels[(e.model_tag, e.weights_tag)]
         if e.seed in out[label]:
-            notes.append(f"{label}: seed {e.seed} has several results; the newest ({e.path}) is used")
+            notes.append(f"{label}: seed {e.seed} has several results; the newest ({e.relpath}) is used")
         out[label][e.seed] = e
     return {k: [v[s] for s in sorted(v)] for k, v in sorted(out.items())}
 
@@ -221,7 +227,7 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
     cells = {k: {m: _metric_cell(es, m) for m in metric_names} for k, es in rows_in.items()}
     paired = _paired(rows_in, info, n_boot, seed) if can_score(info) else None
     if paired is not None:
-        ranks, better, comparisons, draws, n_cases, n_patients, fewest = paired
+        ranks, better, comparisons, draws, n_cases, n_patients, fewest, y_test, n_classes = paired
         tested = True
         for k in names:
             if len(rows_in[k]) > 1:  # several seeds: the CI comes from the mean-over-seeds draws
@@ -231,7 +237,7 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
         if n_cases < fewest:
             notes.append(f"paired comparison on the {n_cases} test cases every model has")
     else:
-        tested, comparisons = False, []
+        tested, comparisons, y_test, n_classes = False, [], None, None
         better = np.zeros((len(names), len(names)), dtype=bool)
         ranks = point_ranks([cells[k][info.main_metric].value for k in names], info.direction)
         counts, patients = first.split.counts, first.split.patients
@@ -245,27 +251,30 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
         r = es[-1].result
         overlap = sorted({name for e in es for name in contamination(e)})
         rows.append(Row(
-            label=k, model=r.model.tag, weights_tag=es[-1].weights_tag, weights_sha256=r.model.weights.sha256,
+            label=k, model=es[-1].model_tag, weights_tag=es[-1].weights_tag, weights_sha256=r.model.weights.sha256,
             random_init=r.model.weights.random_init, contaminated=bool(overlap),
             seeds=[e.seed for e in es], rank=ranks[i], tie_size=ranks.count(ranks[i]),
             main=cells[k][info.main_metric], metrics=cells[k],
             better_than=[names[j] for j in range(len(names)) if better[i, j]],
-            provenance=_row_provenance(es, root), contaminated_by=overlap,
+            provenance=_row_provenance(es, root), contaminated_by=overlap, card=card_facts(r),
+            reference=is_reference(r), failures=failures(r),
         ))
     km = [(k, str(path)) for k, es in rows_in.items() if info.category == "survival"
           for path in [_km_file(es[0].folder)] if path is not None]
     return Table(info.dataset, info.name, info.version, info.category, info.main_metric, info.direction,
                  first.split.hash, first.protocol_version, rows, metric_names, tested, n_cases, n_patients,
                  n_boot, notes=notes, comparisons=comparisons, km=km, options_tag=info.options_tag,
-                 options=info.options, trials=first.trials_budget, dataset_version=info.dataset_version)
+                 options=info.options, trials=first.trials_budget, dataset_version=info.dataset_version,
+                 chance=chance_level(info.main_metric, y_test, n_classes, (first.protocol or {}).get("chance")))
 
 
 def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
     """Paired bootstrap of the main metric between every pair of rows on their common cases.
 
     Returns (ranks, better matrix, comparisons, draws per row, cases, patients, the fewest cases
-    of one result), or None when the predictions cannot be re-scored. Predictions are turned into
-    one row per case first (``Scorer.cases``; e.g. retrieval's per-query rows summed per case).
+    of one result, the aligned test targets, classes of a multi-class task), or None when the
+    predictions cannot be re-scored. Predictions are turned into one row per case first
+    (``Scorer.cases``; e.g. retrieval's per-query rows summed per case).
     """
     names, where = list(rows_in), f"{info.dataset}/{info.name}"
     scorer = make_scorer(info, rows_in[names[0]][0].predictions)
@@ -291,7 +300,12 @@ def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
             comparisons.append({"a": a, "b": names[j], **asdict(d), "covers_zero": d.covers_zero,
                                 "verdict": verdict})
             better[i, j], better[j, i] = verdict == 1, verdict == -1
-    return significance_ranks(better), better, comparisons, draws, len(patients), len(set(patients)), fewest
+    n_classes = None
+    if info.kind == "multiclass":
+        p0 = np.asarray(arrays[names[0]][0][1])
+        n_classes = p0.shape[1] if p0.ndim == 2 else None
+    return (significance_ranks(better), better, comparisons, draws, len(patients), len(set(patients)), fewest,
+            y0, n_classes)
 
 
 def decide(d: Difference, direction: str) -> int:
@@ -326,22 +340,15 @@ def _f(v) -> float | None:
 
 
 def _row_provenance(entries: list[Entry], root: Path | None) -> dict[str, Any]:
-    def rel(p: Path) -> str:
-        if root is not None and root.is_dir():
-            try:
-                return str(p.relative_to(root))
-            except ValueError:
-                pass
-        return str(p)
-
     rs = [e.result for e in entries]
     return {
+        **run_facts(rs[-1]),
         "weights_sha256": rs[-1].model.weights.sha256,
         "split_hash": rs[-1].split.hash,
         "ctbench_version": sorted({r.ctbench_version for r in rs}),
         "git_sha": sorted({r.git_sha or "unknown" for r in rs}),
         "created": max(r.created for r in rs).isoformat(),
-        "results": [rel(e.path) for e in entries],
+        "results": [e.relpath for e in entries],  # relative to the results folder: boards get published
     }
 
 
@@ -387,7 +394,7 @@ def _curve(entries: list[Entry], labels: dict) -> Curve | None:
     series: dict[str, list[dict[str, float | None]]] = defaultdict(list)
     cells: dict[tuple[str, float], list[Entry]] = defaultdict(list)
     for e in entries:
-        cells[(labels[(e.result.model.tag, e.weights_tag)], e.train_fraction)].append(e)
+        cells[(labels[(e.model_tag, e.weights_tag)], e.train_fraction)].append(e)
     for (label, frac), es in sorted(cells.items()):
         c = _metric_cell(es, info.main_metric)
         series[label].append({"fraction": frac, "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high})

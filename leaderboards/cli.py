@@ -1,4 +1,4 @@
-"""``ctbench leaderboard build|publish``: the typer sub-app mounted by ``ctbench.cli``."""
+"""``ctbench leaderboard build|publish|show``: the typer sub-app mounted by ``ctbench.cli``."""
 
 from __future__ import annotations
 
@@ -67,3 +67,29 @@ def publish(
     written = write_site(board, entries, out)
     Console().print(f"site with {len(board.tables)} task page(s) written to {Path(out)} ({len(written)} files); "
                     f"open {Path(out) / 'index.html'}", soft_wrap=True)
+
+
+@app.command()
+def show(
+    results: Optional[str] = typer.Option(None, "--results", help=RESULTS_HELP),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated task names (default: every task)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="only this dataset's tables"),
+    n_boot: int = typer.Option(1000, "--bootstrap", min=10, help="paired bootstrap resamples"),
+    seed: int = typer.Option(0, "--seed", help="seed of the paired bootstrap resamples"),
+) -> None:
+    """Print the ranked tables in the terminal: rank (=n: a tie group), main metric with its 95% CI."""
+    from rich.console import Console
+
+    from .board import build_board
+    from .collect import collect
+    from .terminal import print_board
+    from ctbench.bench import parse_list
+    from ctbench.errors import CTBenchError
+
+    wanted = parse_list(tasks, "tasks") if tasks is not None else None
+    entries = [e for e in collect(_results(results)) if (wanted is None or e.result.task.name in wanted)
+               and (dataset is None or e.result.task.dataset == dataset)]
+    if not entries:
+        raise CTBenchError(f"no result under {_results(results)} for task(s) {tasks or 'any'} of dataset "
+                           f"{dataset or 'any'}; run `ctbench run` or `ctbench bench` first, or change --tasks/--dataset")
+    print_board(Console(), build_board(entries, n_boot=n_boot, seed=seed).tables)

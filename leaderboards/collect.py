@@ -45,14 +45,42 @@ ALIASES = {
 
 @dataclass(frozen=True)
 class Entry:
-    """One validated result file and where it lives."""
+    """One validated result file, where it lives and the results folder it was collected from
+    (``root``): published data name a result by its path relative to that folder, never by the
+    absolute path of the machine that built the board."""
 
     path: Path
     result: ResultFile
+    root: Path | None = None
 
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+    @property
+    def relpath(self) -> str:
+        """The result file relative to ``root`` (POSIX separators); without a root, or outside
+        it, its folder's name and file name (``seed0/result.json``)."""
+        if self.root is not None:
+            try:
+                return self.path.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return f"{self.folder.name}/{self.path.name}"
+
+    def relative(self, path: Path | str) -> str:
+        """A file of this result's folder (``km.png``), relative to ``root`` like :attr:`relpath`."""
+        return (Path(self.relpath).parent / Path(path).name).as_posix()
+
+    @property
+    def model_tag(self) -> str:
+        """Model name and variant plus any non-default encoder setting of the run (``ct-clip+bf16``,
+        ``voxelfm+hu_window=nifti``): runs of one model with different settings are separate rows,
+        never pooled as seeds of one."""
+        m = self.result.model
+        extra = [m.precision] if m.precision not in (None, "fp32") else []
+        extra += [f"{k}={v}" for k, v in sorted((m.options or {}).items())]
+        return "+".join([m.tag, *extra])
 
     @property
     def weights_tag(self) -> str:
@@ -111,12 +139,14 @@ class Entry:
 def collect(root: Path | str) -> list[Entry]:
     """Validated entries of every result file under ``root``; any invalid file stops with its name."""
     paths = find_result_files(root)
+    base = Path(root).expanduser()
+    base = base.parent if base.is_file() else base
     if not paths:
         raise CTBenchError(
             f"no {RESULT_FILE} found under {root}; run `ctbench run` or `ctbench bench` first, "
             f"or pass --results DIR"
         )
-    return [Entry(p, read_result(p)) for p in paths]
+    return [Entry(p, read_result(p), base) for p in paths]
 
 
 def row_labels(entries: list[Entry]) -> dict[tuple[str, str], str]:
@@ -128,10 +158,10 @@ def row_labels(entries: list[Entry]) -> dict[tuple[str, str], str]:
     real: dict[str, set[str]] = {}
     for e in entries:
         if not e.result.model.weights.random_init:
-            real.setdefault(e.result.model.tag, set()).add(e.weights_tag)
+            real.setdefault(e.model_tag, set()).add(e.weights_tag)
     labels: dict[tuple[str, str], str] = {}
     for e in entries:
-        tag, wt = e.result.model.tag, e.weights_tag
+        tag, wt = e.model_tag, e.weights_tag
         if e.result.model.weights.random_init:
             labels[(tag, wt)] = f"{tag} (random)"
         elif len(real[tag]) > 1:

@@ -1,14 +1,24 @@
-"""Machine-readable boards: CSV (one row per task x model, full precision) and JSON."""
+"""Machine-readable boards: CSV (one row per task x model, full precision) and JSON.
+
+Published data name no local path of the machine that built them: a result file (and a file
+beside it, a Kaplan-Meier figure) by its path relative to the results folder, any other path
+as :mod:`ctbench.portable` records it (``$CTBENCH_HOME/...`` or a bare name), also for result
+files written before ctbench recorded paths portably.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 
+from ctbench.portable import portable_result, portable_text, portable_values
+
 from .board import Board
+from .collect import Entry
 from .files import write_frame, write_text
 
 CSV_FILE = "leaderboard.csv"
@@ -60,8 +70,35 @@ def _strict(o):
     return o
 
 
+def public_board(board: Board) -> dict[str, Any]:
+    """The board as published (:meth:`Board.to_dict` without local paths): Kaplan-Meier files
+    relative to the results folder, paths in notes, failure reasons and task options portable."""
+    out = board.to_dict()
+    for t, d in zip(board.tables, out["tables"], strict=True):
+        first = {r.label: r.provenance["results"][0] for r in t.rows if r.provenance.get("results")}
+        d["km"] = [[label, _beside(first.get(label), path)] for label, path in t.km]
+        d["notes"] = [portable_text(n) for n in d["notes"]]
+        d["options"] = portable_values(d["options"])
+        for row in d["rows"]:
+            if isinstance(row.get("failures"), list):
+                row["failures"] = [portable_text(f) if isinstance(f, str) else f for f in row["failures"]]
+    return out
+
+
+def public_results(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Every result as published: its path relative to the results folder, then its fields with
+    local paths recorded portably (:func:`ctbench.portable.portable_result`)."""
+    return [{"path": e.relpath, **portable_result(e.result.model_dump(mode="json"))} for e in entries]
+
+
+def _beside(result_path: str | None, path: str) -> str:
+    """``path``'s file name in the folder of ``result_path`` (relative), or the bare name."""
+    name = Path(path).name
+    return str(PurePosixPath(result_path).parent / name) if result_path else name
+
+
 def board_json(board: Board) -> str:
-    return json.dumps(_strict(board.to_dict()), indent=2, default=str, allow_nan=False)
+    return json.dumps(_strict(public_board(board)), indent=2, default=str, allow_nan=False)
 
 
 def write_csv(board: Board, out: Path | str) -> list[Path]:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import math
 
+from ctbench.portable import portable_text
+
 from .board import Board, Cell, Row, Table
+
+
+def public(text: str) -> str:
+    """Free text from a result (a note, a failure reason) with local paths made portable: what
+    a page that may be published shows."""
+    return portable_text(text)
 
 FLAG_LEGEND = {
     "random init": "random-initialisation control (no pre-trained weights)",
+    "reference": "a baseline or control whose model card says it learnt from nothing (supervision \"none\")",
     "contaminated": "the model card lists this task's dataset, or a collection it is drawn from, among its pre-training data",
     "seeds": "mean over several probe seeds",
 }
@@ -36,6 +45,8 @@ def flags(row: Row, table: Table) -> list[str]:
     out = []
     if row.random_init:
         out.append("random init")
+    if row.reference:
+        out.append("reference")
     if row.contaminated:
         out.append("contaminated")
     if len(row.seeds) > 1:
@@ -107,6 +118,115 @@ def provenance_cells(table: Table) -> list[list[str]]:
 
 
 PROVENANCE_HEADER = ["model", "weights sha256", "split hash", "seeds", "ctbench", "git sha", "created", "result files"]
+
+
+def row_kind(row: Row) -> str:
+    """``random`` (random-init control), ``reference`` (card supervision none) or ``model``."""
+    return "random" if row.random_init else "reference" if row.reference else "model"
+
+
+def count(n: int | None) -> str:
+    """``86.4M``, ``1.2B``, ``350k``: a parameter count for a table cell; ``n/a`` when unknown."""
+    if n is None:
+        return "n/a"
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def _dims(v: object, unit: str = "") -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        return "\u00d7".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) + unit
+    return f"{v:g}{unit}" if isinstance(v, (int, float)) else str(v)
+
+
+def input_text(card: dict) -> str:
+    """``224\u00d7224\u00d7160 at 1.5\u00d71.5\u00d73 mm``: the model's input grid as its card states it."""
+    size, spacing = _dims(card.get("input_size")), _dims(card.get("spacing_mm"), " mm")
+    if size and spacing:
+        return f"{size} at {spacing}" if size != spacing else size
+    return size or spacing or "n/a"
+
+
+def card_text(card: dict) -> dict[str, str]:
+    """Display text of the model-card columns: parameters, licence, supervision, pre-training, input."""
+    data = card.get("pretraining_datasets") or []
+    return {
+        "parameters": count(card.get("parameters")),
+        "licence": card.get("licence") or "n/a",
+        "supervision": card.get("supervision") or "n/a",
+        "pre-training data": ", ".join(data) if data else "none listed",
+        "input size": input_text(card),
+    }
+
+
+CARD_COLUMNS = ["parameters", "licence", "supervision", "pre-training data", "input size"]
+
+
+def _commit(sha: str | None) -> str:
+    """The first 12 hex digits of a commit, keeping a ``-dirty`` mark."""
+    sha = sha or "unknown"
+    return sha[:12] + ("-dirty" if sha.endswith("-dirty") and len(sha) > 18 else "")
+
+
+def provenance_items(row: Row, table: Table) -> list[tuple[str, str]]:
+    """Per row, label and text: ctbench version and commit, adapter, weights, protocol, split,
+    budget, precision, bootstrap, seeds, created; result files only as paths relative to the
+    results folder (a published page holds no local path)."""
+    p = row.provenance
+    adapter = p.get("adapter") or {}
+    adapter_text = " ".join(x for x in (adapter.get("package"), adapter.get("version")) if x) or "not recorded"
+    if adapter.get("commit"):
+        adapter_text += f" (commit {_commit(adapter['commit'])})"
+    weights = "random (random-initialisation control)" if row.random_init else p["weights_sha256"]
+    if p.get("weights_revision"):
+        weights += f" (revision {p['weights_revision']})"
+    budget = p["trials"] if "trials" in p else table.trials
+    items = [
+        ("ctbench", f"{', '.join(p['ctbench_version'])} (commit {', '.join(map(_commit, p['git_sha']))})"),
+        ("adapter", adapter_text),
+        ("weights sha256", weights),
+        ("protocol", str(p.get("protocol_version") or table.protocol_version)),
+        ("split hash", p["split_hash"]),
+        ("budget", "nothing tuned" if budget is None else f"{budget} Optuna trials"
+         + (f", probe {p['probe']}" if p.get("probe") else "")),
+        ("precision", p.get("precision") or "not recorded"),
+        ("bootstrap", f"{p['bootstrap']} resamples" if p.get("bootstrap") else "not recorded"),
+        ("seeds", ", ".join(map(str, row.seeds))),
+        ("created", p["created"]),
+    ]
+    local = [f for f in p["results"] if not _is_local(f)]
+    if local:
+        items.append(("result files", ", ".join(local)))
+    return items
+
+
+def _is_local(path: str) -> bool:
+    """An absolute or home-relative path (never shown on a page that may be published)."""
+    return path.startswith(("/", "~", "\\")) or (len(path) > 2 and path[1] == ":" and path[2] in "\\/")
+
+
+def provenance_summary(row: Row) -> str:
+    """One short line for a collapsed provenance cell: ctbench version, commit, precision."""
+    p = row.provenance
+    return f"ctbench {', '.join(p['ctbench_version'])} \u00b7 {p['git_sha'][0][:7]}" + (
+        f" \u00b7 {p['precision']}" if p.get("precision") else "")
+
+
+def winners(table: Table) -> list[str]:
+    """Labels of the rank-1 tie group: the task's winner(s)."""
+    return [r.label for r in table.rows if r.rank == 1]
+
+
+def chance_text(table: Table) -> str:
+    """``chance level of auroc: 0.500 (a random score ...)``, or why no line is drawn."""
+    if table.chance is None:
+        return (f"no chance line: {table.main_metric} has no chance level that holds for every data set; "
+                f"compare with the reference rows")
+    return f"chance level of {table.main_metric}: {num(table.chance.value)} ({table.chance.reason})"
 
 
 def mean_rank_header(board: Board) -> list[str]:

@@ -1,7 +1,8 @@
 """Leaderboard figures as PNG bytes (matplotlib, Agg canvas, no pyplot global state).
 
-Heatmap of normalised main-metric scores, per-task bars with 95% CI whiskers, label-efficiency
-curves and Kaplan-Meier curves found beside survival results.
+A rank heatmap (colour = rank on the task, so tied models share a colour), per-task bars with
+95% CI whiskers and the metric's chance level, label-efficiency curves and one Kaplan-Meier
+figure per model beside survival results, titled with that model.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import pandas as pd
 from ctbench.errors import CTBenchError
 
 from .board import Board, Curve, Table
-from .ranking import oriented
+from .chance import Chance
+from .format import row_kind
+from .overview import overview
 
-DPI = 110
+DPI = 100  # with the widths below, figures are shown at their pixel size (no blurry downscaling)
 RANDOM_COLOUR, MODEL_COLOUR = "#b0b0b0", "#3b6ea8"
 
 
@@ -33,81 +36,109 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def normalised_scores(board: Board) -> pd.DataFrame:
-    """Models x tasks, main metric scaled per task to [0, 1] with 1 = best (direction-aware).
+SHADES = ("#1a7f4b", "#6fbf8e", "#c4e3cf", "#eef4f0", "#f7f7f7")  # winners .. last (see overview.Entry.shade)
+KIND_COLOUR = {"model": MODEL_COLOUR, "random": RANDOM_COLOUR, "reference": "#d08c2b"}
+CHANCE_COLOUR = "#b3261e"
 
-    Only tables counted in mean ranks take part; a task where all models tie scores 1 for all.
-    """
-    columns = {}
-    for t in board.tables:
-        if not t.primary:
-            continue
-        o = {r.label: oriented(r.main.value, t.direction) for r in t.rows}
-        finite = [v for v in o.values() if np.isfinite(v)]
-        lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
-        columns[t.title] = {k: (np.nan if not np.isfinite(v) else 1.0 if hi == lo else (v - lo) / (hi - lo))
-                            for k, v in o.items()}
-    order = [r["model"] for r in board.mean_ranks]
-    return pd.DataFrame(columns).reindex(order)
+
+def rank_matrix(board: Board) -> pd.DataFrame:
+    """Models (mean-rank order) x primary tables: the model's rank on the task (NaN: no result)."""
+    ov = overview(board)
+    return pd.DataFrame({t.title: {r.label: (r.entries[t.slug].rank if t.slug in r.entries else np.nan)
+                                   for r in ov.rows} for t in ov.tables}).reindex([r.label for r in ov.rows])
 
 
 def heatmap(board: Board) -> bytes | None:
-    """Normalised scores of every model on every task, raw values written in the cells."""
-    scores = normalised_scores(board)
-    if scores.empty:
+    """Ranks of every model on every task, coloured by rank (equal rank = statistically tied, so
+    equal colour); each cell shows the rank (``=2`` shared) and the main-metric value."""
+    from matplotlib.patches import Rectangle
+
+    ov = overview(board)
+    if not ov.tables or not ov.rows:
         return None
-    raw = {t.title: {r.label: r.main.value for r in t.rows} for t in board.tables if t.primary}
-    n_rows, n_cols = scores.shape
-    fig = _figure(max(4.5, 1.3 * n_cols + 2.5), max(2.2, 0.45 * n_rows + 1.4))
+    n_rows, n_cols = len(ov.rows), len(ov.tables)
+    fig = _figure(max(6.0, 1.5 * n_cols + 3.2), 0.5 * n_rows + 2.0)
     ax = fig.add_subplot()
-    im = ax.imshow(scores.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(n_cols), list(scores.columns), rotation=30, ha="right")
-    ax.set_yticks(range(n_rows), list(scores.index))
-    for i, model in enumerate(scores.index):
-        for j, task in enumerate(scores.columns):
-            v = raw[task].get(model)
-            if v is not None and np.isfinite(v):
-                s = scores.iloc[i, j]
-                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8,
-                        color="black" if s > 0.6 else "white")
-    fig.colorbar(im, ax=ax, label="normalised score (1 = best)")
-    ax.set_title("Main metric per task, normalised")
+    for i, row in enumerate(ov.rows):
+        for j, t in enumerate(ov.tables):
+            e = row.entries.get(t.slug)
+            colour = "white" if e is None else SHADES[e.shade]
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=colour, edgecolor="white", linewidth=2))
+            if e is not None:
+                rank = f"={e.rank}" if e.tie_size > 1 else str(e.rank)
+                ax.text(j, i, f"{rank}  {_num(e.cell.value)}", ha="center", va="center", fontsize=9,
+                        color="white" if e.shade == 0 else "#1f2933", fontweight="bold" if e.winner else "normal")
+    ax.set_xlim(-0.5, n_cols - 0.5)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    ax.set_xticks(range(n_cols), [_t(f"{t.title}\n({t.main_metric})") for t in ov.tables], rotation=20, ha="right",
+                  fontsize=9)
+    ax.set_yticks(range(n_rows), [_row_label(r.label, r.kind) for r in ov.rows], fontsize=9)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title("Rank per task (1 = best; equal rank and colour = statistically tied)", fontsize=10)
     return _png(fig)
 
 
+def _num(v: float | None) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def _t(text: object) -> str:
+    """Text from result files shown literally (a ``$`` would start matplotlib mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
+def _row_label(label: str, kind: str) -> str:
+    """The label with its kind, unless the label already says it (``model (random)``)."""
+    mark = {"random": " [random init]", "reference": " [reference]"}.get(kind, "")
+    return _t(label) + ("" if kind == "random" and label.endswith("(random)") else mark)
+
+
 def bars(table: Table) -> bytes:
-    """Horizontal bars of the main metric with 95% CI whiskers, in board order."""
+    """Horizontal bars of the main metric with 95% CI whiskers, in board order, with the
+    metric's chance level as a dashed line (see :mod:`.chance`)."""
     rows = table.rows[::-1]
-    fig = _figure(6.4, max(1.8, 0.42 * len(rows) + 1.1))
+    fig = _figure(6.4, max(2.2, 0.45 * len(rows) + 1.5))
     ax = fig.add_subplot()
     vals = np.array([np.nan if r.main.value is None else r.main.value for r in rows], dtype=float)
     lower = [0.0 if r.main.ci_low is None or r.main.value is None else r.main.value - r.main.ci_low for r in rows]
     upper = [0.0 if r.main.ci_high is None or r.main.value is None else r.main.ci_high - r.main.value for r in rows]
-    colours = [RANDOM_COLOUR if r.random_init else MODEL_COLOUR for r in rows]
-    ax.barh(range(len(rows)), np.nan_to_num(vals), xerr=np.vstack([lower, upper]), color=colours, capsize=3)
-    ax.set_yticks(range(len(rows)), [f"{r.rank}. {r.label}" for r in rows])
-    ax.set_xlabel(f"{table.main_metric} (95% CI)" + (" - lower is better" if table.direction == "minimize" else ""))
-    ax.set_title(table.title)
+    kinds = [row_kind(r) for r in rows]
+    ax.barh(range(len(rows)), np.nan_to_num(vals), xerr=np.vstack([lower, upper]),
+            color=[KIND_COLOUR[k] for k in kinds], hatch=[("//" if k == "random" else "") for k in kinds],
+            edgecolor="white", capsize=3)
+    ax.set_yticks(range(len(rows)), [f"{'=' if r.tie_size > 1 else ''}{r.rank}. {_row_label(r.label, k)}"
+                                     for r, k in zip(rows, kinds, strict=True)])
+    if table.chance is not None:
+        ax.axvline(table.chance.value, color=CHANCE_COLOUR, linestyle="--", linewidth=1.2,
+                   label=f"chance {table.chance.value:.3g}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(_t(f"{table.main_metric} (95% CI)") + (" - lower is better" if table.direction == "minimize" else ""))
+    fig.suptitle(_t(f"{table.title}: {table.main_metric}"), fontsize=11)
     return _png(fig)
 
 
-def efficiency(curve: Curve) -> bytes:
-    """Main metric against training fraction (log axis), one line per model, CI whiskers."""
-    fig = _figure(6.4, 3.6)
+def efficiency(curve: Curve, chance: Chance | None = None) -> bytes:
+    """Main metric against training fraction (log axis), one line per model, CI whiskers and the
+    chance level."""
+    fig = _figure(6.4, 3.8)
     ax = fig.add_subplot()
     for label, pts in sorted(curve.series.items()):
         x = [p["fraction"] for p in pts]
         y = [np.nan if p["value"] is None else p["value"] for p in pts]
         lower = [0.0 if p["ci_low"] is None or p["value"] is None else p["value"] - p["ci_low"] for p in pts]
         upper = [0.0 if p["ci_high"] is None or p["value"] is None else p["ci_high"] - p["value"] for p in pts]
-        ax.errorbar(x, y, yerr=[lower, upper], marker="o", capsize=3, label=label)
+        ax.errorbar(x, y, yerr=[lower, upper], marker="o", capsize=3, label=_t(label))
+    if chance is not None:
+        ax.axhline(chance.value, color=CHANCE_COLOUR, linestyle="--", linewidth=1.2, label=f"chance {chance.value:.3g}")
     ax.set_xscale("log")
     fractions = sorted({p["fraction"] for pts in curve.series.values() for p in pts})
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
     ax.minorticks_off()
     ax.set_xlabel("training fraction")
-    ax.set_ylabel(curve.main_metric)
-    ax.set_title(f"Label efficiency: {curve.title}")
+    ax.set_ylabel(_t(curve.main_metric))
+    fig.suptitle(_t(f"Label efficiency: {curve.title}"), fontsize=11)
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -124,15 +155,15 @@ def kaplan_meier(label: str, path: Path | str) -> bytes:
                            f"write columns time, survival and optionally group")
     if "group" not in frame.columns:
         frame = frame.assign(group="all")
-    fig = _figure(6.0, 3.4)
+    fig = _figure(6.4, 3.4)
     ax = fig.add_subplot()
     for group, part in frame.groupby("group", sort=True):
         part = part.sort_values("time")
-        ax.step(part["time"], part["survival"], where="post", label=str(group))
+        ax.step(part["time"], part["survival"], where="post", label=_t(group))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("time")
     ax.set_ylabel("survival probability")
-    ax.set_title(f"Kaplan-Meier: {label}")
+    fig.suptitle(_t(f"Kaplan-Meier by predicted risk: {label}"), fontsize=11)
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -148,6 +179,7 @@ def all_figures(board: Board) -> dict[str, bytes]:
         figs[f"bars:{t.slug}"] = bars(t)
         for n, (label, path) in enumerate(t.km):
             figs[f"km:{t.slug}:{n}"] = kaplan_meier(label, path)
+    chance = {t.slug: t.chance for t in board.tables}
     for c in board.curves:
-        figs[f"curve:{c.slug}"] = efficiency(c)
+        figs[f"curve:{c.slug}"] = efficiency(c, chance.get(c.slug))
     return figs

@@ -5,13 +5,13 @@ not depend on ``ctbench.leaderboards``)."""
 from __future__ import annotations
 
 from ctbench.result_schema import (
-    MIGRATIONS, SCHEMA_VERSION, BootstrapInfo, CardInfo, CardInput, CardWeights, CaseNote, ConfigInfo,
+    MIGRATIONS, SCHEMA_VERSION, AdapterInfo, BootstrapInfo, CardInfo, CardInput, CardWeights, CaseNote, ConfigInfo,
     ConvergenceWarnings, EnvironmentInfo, MetricValue, Migration, ModelInfo, ProbeInfo, ResultFile, SplitInfo,
     TaskInfo, TimingsInfo, WeightsInfo, detect_version, is_plain_file_name, migrate, parse_result, read_result,
 )
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "BootstrapInfo", "CardInfo", "CardInput", "CardWeights", "CaseNote",
+    "MIGRATIONS", "SCHEMA_VERSION", "AdapterInfo", "BootstrapInfo", "CardInfo", "CardInput", "CardWeights", "CaseNote",
     "ConfigInfo", "ConvergenceWarnings", "EnvironmentInfo", "MetricValue", "Migration", "ModelInfo", "ProbeInfo",
     "ResultFile", "SplitInfo", "TaskInfo", "TimingsInfo", "WeightsInfo", "detect_version", "is_plain_file_name",
     "migrate", "parse_result", "read_result",

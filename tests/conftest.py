@@ -36,3 +36,12 @@ def small_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("phantom") / "phantom"
     return generate_phantom(folder, n_patients=SMALL_PHANTOM_PATIENTS, seed=0)
+
+
+@pytest.fixture(scope="session")
+def category_results(small_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Results of every built-in category (oracle vs constant encoder), built once per worker;
+    tests using it are grouped on one worker (``xdist_group("categories")``)."""
+    from tests.category_results import build_category_results
+
+    return build_category_results(small_phantom, tmp_path_factory.mktemp("categories"))

@@ -39,12 +39,13 @@ def test_screenshot_is_not_blank(page, tmp_path):
     assert img.shape == (900, 1280, 3)
     ink = (img.astype(int).sum(axis=2) < 600).mean()  # share of clearly non-white pixels
     assert 0.02 < ink < 0.9
-    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # text, table rules and the heatmap
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # text, table rules and rank-shaded cells
 
 
 def test_rendered_dom_has_the_tables(page, tmp_path):
     done = _chromium(tmp_path, "--dump-dom", url=page.as_uri())
     dom = done.stdout
-    assert dom.count("<table") == 7, done.stderr[-2000:]  # mean ranks + 3 boards + 3 provenance
-    assert dom.count("<th>auroc (95% CI)</th>") == 3
-    assert "phantom / nodule" in dom and "voxelfm (random)" in dom and 'class="flag contaminated"' in dom
+    assert dom.count("<table") == 6, done.stderr[-2000:]  # overview, tasks, mean ranks per category + 3 boards
+    assert dom.count('<span class="sub">95% CI, higher is better</span>') == 3  # auroc heads each board
+    assert "phantom / nodule" in dom and "voxelfm (random)" in dom and 'class="badge contaminated"' in dom
+    assert dom.count('data-order="') == 4 + 3 + 4 + 3 * 4  # the sorting script ran on every sortable row

@@ -63,3 +63,21 @@ def test_mean_ranks_and_exports_keep_the_options_apart(options_board):
         ("nodule", TAG, "best"), ("nodule", TAG, "noise"), ("nodule", TAG, "twin-a")]
     text = markdown(board, {})
     assert f"## phantom / nodule [{TAG}] (task v1" in text and "## phantom / nodule\n" in text
+
+
+def test_encoder_settings_make_separate_rows_never_pooled_seeds(tmp_path):
+    """A bf16 run and a run with an adapter option are rows of their own next to the default
+    fp32 run of the same model and weights (same seed: pooled, one would silently replace the other)."""
+    import json
+
+    y, patients, scores = known_case()
+    write_result_file(tmp_path, "best", y, scores["best"], patients)
+    for folder, p, model_extra in (("bf16", scores["noise"], {"precision": "bf16"}),
+                                   ("opt", scores["twin-a"], {"precision": "fp32", "options": {"tokens": "pre"}})):
+        path = write_result_file(tmp_path, "best", y, p, patients, folder=tmp_path / "x" / folder / "seed0")
+        data = json.loads(path.read_text())
+        data["model"].update(model_extra)
+        path.write_text(json.dumps(data))
+    (table,) = build_board(tmp_path, n_boot=40).tables
+    assert sorted(r.label for r in table.rows) == ["best", "best+bf16", "best+tokens=pre"]
+    assert [r.label for r in table.rows if r.rank == 1] == ["best"]

@@ -201,3 +201,68 @@ def test_a_bom_does_not_make_a_result_unreadable(tmp_path):
     path = _hostile_results(tmp_path, "phantom")
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert read_result(path).task.dataset == "phantom"
+
+
+# 6. no local path in anything published ------------------------------------------------------------
+
+ABSOLUTE = re.compile(r"(?<![\w.~:/$-])/[A-Za-z0-9_.-]+/")  # "/x/": a path from the root of a disk
+
+
+def _with_local_paths(path: Path, where: Path) -> Path:
+    """A result file as ctbench wrote it before paths were recorded portably: absolute paths of
+    the machine that ran it in config, weights, storages, task options and failure reasons."""
+    data = json.loads(path.read_text())
+    local = str(where)
+    data["config"].update(dataset=f"{local}/data/lidc", out=str(path.parent), weights=f"{local}/w/model.safetensors",
+                          storage=f"sqlite:///{local}/studies/optuna.db")
+    data["model"]["weights"].update(choice=f"{local}/w/model.safetensors", path=f"{local}/w/model.safetensors")
+    data["probe"]["storage"] = f"sqlite:///{local}/studies/optuna.db"
+    data["task"].update(options={"llm": f"{local}/lm", "beam": 2}, options_tag="opts1a2b3c4d")
+    data["failures"] = [{"case_id": "case9", "reason": f"cannot read {local}/data/lidc/case9.nii.gz: truncated"}]
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_published_files_hold_no_local_path_and_survive_moving_the_results(tmp_path):
+    machine = tmp_path / "machine-a"
+    results = machine / "results"
+    y, patients, scores = known_case(n_patients=30)
+    written = [write_result_file(results, m, y, scores[m], patients) for m in ("best", "noise")]
+    written.append(write_result_file(results, "best", y, scores["best"], patients, created="2026-02-01T00:00:00+00:00",
+                                     folder=results / "rerun" / "best"))  # same seed twice: a note names the newest
+    for p in written:
+        _with_local_paths(p, machine)
+    pd.DataFrame({"time": [0, 1, 2], "survival": [1.0, 0.8, 0.5]}).to_csv(written[2].parent / "km.csv", index=False)
+    board = build_board(results, n_boot=20)
+    (table,) = board.tables
+    table.km = [(table.rows[0].label, str(written[2].parent / "km.csv"))]  # as a survival table records it
+    site, out = machine / "site", machine / "board"
+    publish(board, collect(results), site)
+    write_board(board, "csv", out)
+    write_board(board, "json", out)
+    moved = tmp_path / "machine-b"
+    machine.rename(moved)
+
+    files = [p for p in moved.rglob("*") if p.is_file() and p.suffix in (".json", ".csv")
+             and (p.is_relative_to(moved / "site") or p.is_relative_to(moved / "board"))]
+    assert {p.name for p in files} >= {"results.json", "leaderboard.csv", "mean_ranks.csv", "leaderboard.json"}
+    for p in files:
+        text = p.read_text()
+        assert str(tmp_path) not in text and "machine-a" not in text, p
+        assert not ABSOLUTE.search(text), (p, ABSOLUTE.search(text))
+
+    payload = json.loads((moved / "site" / "results.json").read_text())
+    paths = sorted(r["path"] for r in payload["results"])
+    assert paths == sorted(p.relative_to(results).as_posix() for p in written)
+    assert all((moved / "results" / p).is_file() for p in paths)  # relative to the results folder, wherever it is
+    first = next(r for r in payload["results"] if r["path"] == written[0].relative_to(results).as_posix())
+    assert first["model"]["weights"]["path"] == "model.safetensors" and first["model"]["weights"]["sha256"]
+    assert first["config"]["dataset"] == "lidc" and first["config"]["storage"] == "sqlite:///optuna.db"
+    assert first["task"]["options"] == {"llm": "lm", "beam": 2}
+    assert first["failures"][0]["reason"] == "cannot read case9.nii.gz: truncated"
+    (row,) = [r for r in payload["board"]["tables"][0]["rows"] if r["label"] == "best"]
+    assert row["provenance"]["results"] == [written[2].relative_to(results).as_posix()]
+    assert payload["board"]["tables"][0]["km"] == [["best", "rerun/best/km.csv"]]
+    assert any("the newest (rerun/best/result.json) is used" in n for n in payload["board"]["tables"][0]["notes"])
+    frame = pd.read_csv(moved / "site" / "leaderboard.csv")
+    assert set(frame["results"]) == {"rerun/best/result.json", written[1].relative_to(results).as_posix()}

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from ctbench.errors import CTBenchError
 from ctbench.leaderboards import build_board, write_board
 from ctbench.leaderboards.cli import app
-from ctbench.leaderboards.plots import kaplan_meier, normalised_scores
+from ctbench.leaderboards.chance import chance_level
+from ctbench.leaderboards.plots import kaplan_meier, rank_matrix
 from tests.test_leaderboard_fixtures import known_case, phantom_board, phantom_results, write_result_file  # noqa: F401
 
 N_BOOT = 40  # as in the phantom_board fixture
@@ -43,21 +44,29 @@ def test_board_has_one_table_per_task_with_flags(board):
     assert board.mean_ranks[0]["categories"] == {"classification": 1.0}
 
 
-def test_normalised_scores_are_direction_aware(board):
-    scores = normalised_scores(board)
-    assert scores.shape == (4, 3)
-    assert (scores.loc["voxelfm"] == 1.0).all() and (scores.loc["voxelfm (random)"] == 0.0).all()
+def test_heatmap_encodes_ranks_not_values(board):
+    """Tied models share a rank (and so a colour), whatever their point values."""
+    ranks = rank_matrix(board)
+    assert ranks.shape == (4, 3) and list(ranks.index)[0] == "voxelfm"
+    assert (ranks.loc["voxelfm (random)"] == 4).all()
+    for t in board.tables:
+        assert ranks[t.title].to_dict() == {r.label: r.rank for r in t.rows}
+    nodule = {r.label: r for r in board.tables[2].rows}
+    assert nodule["voxelfm"].main.value != nodule["merlin"].main.value
+    assert ranks.loc["voxelfm", "phantom / nodule"] == ranks.loc["merlin", "phantom / nodule"] == 1
 
 
 def test_markdown_has_tables_ranks_flags_figures_and_footer(board, tmp_path):
     files = write_board(board, "md", tmp_path)
     md = (tmp_path / "leaderboard.md").read_text()
     assert md.count("| rank | model | auroc (95% CI) |") == 3
-    assert "| 1 | voxelfm |" in md and "random init" in md and "contaminated" in md
+    assert "| =1 | voxelfm |" in md and "random init" in md and "contaminated" in md
+    assert "| phantom / nodule | classification | auroc (higher is better) | voxelfm, merlin (tied) |" in md
+    assert md.count("chance level of auroc: 0.500") == 3
     assert re.search(r"\| 4 \| voxelfm \(random\) \| 0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", md)
     for ref in re.findall(r"\]\((plots/[^)]+\.png)\)", md):
         assert (tmp_path / ref).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len([f for f in files if f.suffix == ".png"]) == 4  # heatmap + 3 bar charts
+    assert len([f for f in files if f.suffix == ".png"]) == 4  # rank heatmap + 3 bar charts
     assert "Built " in md and "protocol 1" in md and "Rank = 1 + the number of models significantly better" in md
     assert md.count("2e70bd804c4d7b461b238a2c53f51e288c23d5d6c581bcfa74bb016b39f6a3da") == 3  # voxelfm sha per task
 
@@ -81,10 +90,10 @@ def test_csv_and_json_keep_full_precision(board, results, tmp_path):
 def test_html_is_self_contained(board, tmp_path):
     (path,) = write_board(board, "html", tmp_path)
     html = path.read_text()
-    assert html.count("<table") == 1 + 3 + 3  # mean ranks, 3 boards, 3 provenance tables
-    assert html.count("data:image/png;base64,") == 4
-    assert "<style>" in html and not re.search(r'(src|href)="(http|//)', html)
-    assert "contaminated" in html and "random init" in html
+    assert html.count("<table") == 3 + 3  # overview, tasks, mean ranks per category, 3 boards
+    assert html.count("data:image/png;base64,") == 3  # bar charts (the overview's cells are the heatmap)
+    assert "<style>" in html and "<script>" in html and not re.search(r'(src|href)="(http|//|/|file:)', html)
+    assert "contaminated" in html and "random init" in html and html.count("<details>") == 12  # provenance per row
     assert path.stat().st_mode & 0o044  # readable by others (umask permitting): hostable
 
 
@@ -116,10 +125,13 @@ def test_cli_build_and_publish(small_results, tmp_path):
     assert res.exit_code == 0, res.output
     index = (site / "index.html").read_text()
     links = re.findall(r'href="(tasks/[^"]+\.html)"', index)
-    assert links == ["tasks/phantom--mass.html", "tasks/phantom--nodule.html"]
+    assert links == ["tasks/phantom--mass.html", "tasks/phantom--nodule.html"] * 2  # overview header, task list
     assert all((site / link).is_file() for link in links)
     page = (site / links[0]).read_text()
-    assert 'href="../index.html"' in page and page.count("data:image/png;base64,") == 1
+    assert 'href="../index.html"' in page and 'src="../plots/bars_phantom--mass.png"' in page
+    assert (site / "plots" / "bars_phantom--mass.png").read_bytes()[:4] == b"\x89PNG"
+    assert 'href="../static/ctbench.css"' in page and (site / "static" / "ctbench.js").is_file()
+    assert (site / ".nojekyll").is_file()
     payload = json.loads((site / "results.json").read_text())
     assert len(payload["results"]) == 6 and len(payload["board"]["tables"]) == 2
     assert payload["results"][0]["task"]["main_metric"] == "auroc"
@@ -168,4 +180,22 @@ def test_label_efficiency_figure_is_rendered(tmp_path):
     for frac, name in ((1.0, "best"), (0.5, "twin-a"), (0.1, "noise")):
         write_result_file(tmp_path, "m", y, scores[name], patients, train_fraction=frac)
     (path,) = write_board(build_board(tmp_path, n_boot=20), "html", tmp_path / "h")
-    assert path.read_text().count("data:image/png;base64,") == 3  # heatmap, bars, curve
+    html = path.read_text()
+    assert html.count("data:image/png;base64,") == 2  # bars, curve
+    assert "Label efficiency" in html
+
+
+def test_chance_levels_follow_the_metric():
+    """Hand-computed: 0.5 for rank metrics, the prevalence for AUPRC (mean over labels or one-vs-rest
+    classes), 1/k for balanced accuracy, 0 for R^2; a recorded chance wins; none for F1 or Dice."""
+    for metric in ("auroc", "c_index", "td_auc@365"):
+        assert chance_level(metric).value == 0.5
+    assert chance_level("r2").value == 0.0 and chance_level("pearson_r").value == 0.0
+    assert chance_level("auprc", np.array([1, 0, 0, 0])).value == 0.25
+    assert chance_level("auprc", np.array([[1, 0], [1, 1], [0, 0], [0, 0]])).value == pytest.approx(0.375)
+    assert chance_level("auprc", np.array([0, 1, 2, 2]), n_classes=3).value == pytest.approx(1 / 3)
+    assert chance_level("auprc") is None  # the prevalence needs the test targets
+    assert chance_level("balanced_accuracy", np.array([0, 1, 2]), n_classes=3).value == pytest.approx(1 / 3)
+    assert chance_level("balanced_accuracy", np.array([0, 1, 1])).value == 0.5
+    assert chance_level("label_recall@5", recorded={"label_recall@5": 0.05}).value == 0.05
+    assert chance_level("f1") is None and chance_level("dice_macro") is None and chance_level("mae") is None

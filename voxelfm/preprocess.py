@@ -10,7 +10,9 @@ Steps, in the reference's order:
 3. optional foreground crop: ``HU > -800``, a k^3 majority filter (k = 21), bounding box of
    the result grown by k // 2 voxels (on the original grid).
 4. trilinear resample (``align_corners=False``, output size ``round(n * s / t)``) to isotropic
-   spacing ``t = max(min(spacing), 0.75 mm)``; skipped when the spacing is already isotropic.
+   spacing ``t = max(min(spacing), 0.75 mm)``; skipped when the spacing is already isotropic:
+   the three spacings exactly equal, as in the reference (``isotropy_rtol`` > 0 accepts spacings
+   within that relative tolerance, e.g. float noise of an oblique affine, as isotropic).
 5. optional trilinear downsample so that the token count stays <= ``max_tokens`` (25,000).
 6. centre crop of every axis to a multiple of the patch size (offset ``(n % 14) // 2``).
 7. ``(x - mean) / std`` with mean -573.8, std 461.3.
@@ -32,7 +34,7 @@ from torch import Tensor
 
 from ctbench.errors import CTBenchError
 
-__all__ = ["PreprocessConfig", "preprocess", "token_affine", "foreground_box", "max_tokens_size"]
+__all__ = ["PreprocessConfig", "preprocess", "token_affine", "foreground_box", "max_tokens_size", "is_isotropic"]
 
 # index (d, h, w) of the transposed array -> index (i, j, k) of the canonical array
 _DHW_TO_IJK = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
@@ -51,6 +53,7 @@ class PreprocessConfig:
     max_tokens: int | None = 25_000
     patch_size: int = 14
     axis_order: str = "(D, H, W) = (k, j, i)"
+    isotropy_rtol: float = 0.0  # 0: exact equality, the reference's rule
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -159,8 +162,8 @@ def preprocess(
             x = x[box]
             aff = aff @ _shift_matrix([s.start for s in box])
 
-    spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
-    if not np.allclose(spacing, spacing[0], rtol=1e-6, atol=0.0):
+    if not is_isotropic(aff, cfg.isotropy_rtol):
+        spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
         target = max(float(spacing.min()), cfg.min_spacing)
         size = tuple(int(round(n * s / target)) for n, s in zip(x.shape, spacing))
         aff = aff @ _resize_matrix(tuple(x.shape), size)
@@ -183,6 +186,16 @@ def preprocess(
 
     x = (x - cfg.norm_mean) / cfg.norm_std
     return x.contiguous(), aff
+
+
+def is_isotropic(affine: np.ndarray, rtol: float = 0.0) -> bool:
+    """Whether the voxel spacings (column norms of ``affine``) count as isotropic: exactly equal
+    for ``rtol == 0`` (the reference compares its three spacings with ``==``), else equal within
+    relative tolerance ``rtol``."""
+    spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    if rtol == 0:
+        return bool(np.all(spacing == spacing[0]))
+    return bool(np.allclose(spacing, spacing[0], rtol=rtol, atol=0.0))
 
 
 def token_affine(input_affine: np.ndarray, patch_size: int = 14) -> np.ndarray:

@@ -221,3 +221,24 @@ def test_full_size_network_runs_on_two_frames() -> None:
     codebook = net.visual_transformer.vq._codebook.embed[0]
     rows = tokens.reshape(-1, 512)[::97]
     assert torch.equal(rows, codebook[torch.cdist(rows, codebook).argmin(dim=1)])
+
+
+def test_pre_quantisation_tokens_option(volume) -> None:
+    """``tokens="pre-quantisation"``: the same embedding (the reference's, from quantised
+    tokens); the tokens are those the quantiser snaps, each to the codebook row of highest cosine
+    (checked here with numpy on the stored codebook)."""
+    q = CTCLIPEncoder(weights="random", variant="test")
+    p = CTCLIPEncoder(weights="random", variant="test", tokens="pre-quantisation")
+    fq, fp = q.encode(volume), p.encode(volume)
+    np.testing.assert_array_equal(fq.embedding, fp.embedding)
+    np.testing.assert_array_equal(fq.token_affine, fp.token_affine)
+    codebook = q.model.visual_transformer.vq._codebook.embed[0].double().numpy()
+    raw = fp.tokens.astype(np.float64).reshape(fp.tokens.shape[0], -1).T  # (tokens, dim), fp16-stored
+    unit = codebook / np.linalg.norm(codebook, axis=1, keepdims=True)
+    picked = codebook[np.argmax(raw @ unit.T, axis=1)].T.reshape(fq.tokens.shape)
+    agree = np.mean(np.all(np.isclose(picked, fq.tokens, atol=1e-3), axis=0))
+    assert agree > 0.97  # ties broken by the fp16 storage of the raw tokens may differ
+    assert not np.allclose(fp.tokens, fq.tokens)
+    assert p.settings["tokens"] == "pre-quantisation" and p.preprocessing_id != q.preprocessing_id
+    with pytest.raises(CTBenchError, match="tokens 'raw' is not one of quantised, pre-quantisation"):
+        CTCLIPEncoder(weights="random", variant="test", tokens="raw")

@@ -58,8 +58,15 @@ def key_list(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[list[int], st
     return {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()}
 
 
-def synthetic_volume(shape: tuple[int, int, int] = (48, 40, 36), seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_volume(
+    shape: tuple[int, int, int] = (48, 40, 36),
+    seed: int = 7,
+    spacing: tuple[float, float, float] = (1.6, 1.3, 2.5),
+) -> tuple[np.ndarray, np.ndarray]:
     """A fixed oblique, non-RAS (LPS-like, anisotropic) CT-like volume in HU and its affine.
+
+    ``spacing`` (mm per index axis) is there for references whose loaders require equal
+    in-plane spacing (e.g. VoxelFM's NIfTI loader): the voxel values do not depend on it.
 
     A body ellipsoid (~0 HU) in air (-1000), a lung-like region (-850), a dense sphere (+700)
     off centre, and mild seeded noise, so orientation and resampling errors change outputs."""
@@ -76,9 +83,8 @@ def synthetic_volume(shape: tuple[int, int, int] = (48, 40, 36), seed: int = 7) 
     theta = np.deg2rad(12.0)
     rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
     flip = np.diag([-1.0, -1.0, 1.0])  # LPS-like: first two world axes reversed
-    spacing = np.diag([1.6, 1.3, 2.5])
     aff = np.eye(4)
-    aff[:3, :3] = flip @ rot @ spacing
+    aff[:3, :3] = flip @ rot @ np.diag([float(s) for s in spacing])
     aff[:3, 3] = [40.0, 30.0, -60.0]
     return vol.astype(np.float32), aff
 
@@ -113,3 +119,35 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """max |got - want| / max |want|: the parity measure quoted on model cards."""
     got, want = got.double().reshape(want.shape), want.double()
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
+def write_nifti(path: Path | str, volume: np.ndarray, affine: np.ndarray) -> Path:
+    """Save a volume and its affine as a float32 NIfTI file, the format both the references'
+    loaders and ctbench's reader take (nibabel is imported here, so this module stays light)."""
+    import nibabel as nib
+
+    path = Path(path)
+    nib.save(nib.Nifti1Image(np.asarray(volume, dtype=np.float32), np.asarray(affine, dtype=np.float64)), str(path))
+    return path
+
+
+def check_close(what: str, got: torch.Tensor, want: torch.Tensor, tolerance: float) -> float:
+    """``relative_error(got, want)`` after checking shapes; raises AssertionError naming ``what``,
+    the error and the tolerance when it is above ``tolerance``."""
+    got = torch.as_tensor(got)
+    assert tuple(got.shape) == tuple(want.shape), f"{what}: shape {tuple(got.shape)}, reference {tuple(want.shape)}"
+    err = relative_error(got, want)
+    assert err <= tolerance, f"{what}: relative error {err:.3g} > tolerance {tolerance:g} against the reference"
+    return err
+
+
+def pad_volume(
+    volume: np.ndarray, affine: np.ndarray, pad: Sequence[tuple[int, int]], value: float = -1024.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``volume`` padded by ``pad`` voxels ``(before, after)`` per axis with ``value`` (e.g. the
+    -1024 HU a scanner writes outside its field of view), and the affine of the padded grid,
+    so that foreground crops have something to remove."""
+    out = np.pad(volume, [tuple(int(v) for v in p) for p in pad], constant_values=value).astype(volume.dtype)
+    shift = np.eye(4)
+    shift[:3, 3] = [-int(p[0]) for p in pad]
+    return out, np.asarray(affine, dtype=np.float64) @ shift

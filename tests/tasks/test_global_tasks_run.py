@@ -75,7 +75,7 @@ def test_retrieval_instance_and_label_protocols(small_phantom, tmp_path, oracle)
     path, res = _run(small_phantom, tmp_path / "q", "retrieval", oracle)
     m = res["metrics"]
     # the oracle embeds the findings: repeat scans (same findings) and same-label cases are near
-    assert m["label_recall@5"]["value"] > 0.5
+    assert m["label_recall@5"]["value"] > 0.35  # chance: 0.05 (1 positive among 100)
     assert m["instance_recall@10"]["value"] >= m["instance_recall@1"]["value"]
     assert res["probe"] is None and res["protocol"]["queries"]["instance"] > 0
     assert json.loads(path.read_text())["split"]["counts"]["all"] == len(pd.read_csv(small_phantom / "manifest.csv"))

@@ -3,6 +3,7 @@ the environment stays a fallback, a flag on the wrong task is one clear error, a
 options get their own Optuna study and result folder while default runs keep today's names."""
 
 import json
+import re
 import sys
 
 import pandas as pd
@@ -17,7 +18,7 @@ from ctbench.provenance import PROTOCOL_VERSION
 from ctbench.results import result_dir
 from ctbench.run_config import RunConfig
 from ctbench.runner import run
-from ctbench.study import study_name
+from ctbench.study import study_key, study_name
 from ctbench.task_options import options_tag, task_kwargs
 from ctbench.tasks import report_generation as rg
 from ctbench.tasks.report_generation import ReportGenerationTask
@@ -82,7 +83,7 @@ def test_default_options_keep_the_study_name_and_different_options_do_not_share_
     assert options_tag(_task()) is None and options_tag(_task(beam=1)) is None
     legacy = "|".join(["d", "1", "report-generation", SPEC.version, "test-histogram", "ab" * 8, "prep",
                        ds.split_hash()[:16], "seed0", "frac1", f"protocol{PROTOCOL_VERSION}", "code12ab"])
-    assert study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, None, "12ab") == legacy
+    assert study_key(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, None, "12ab") == legacy
     monkeypatch.setattr(rg, "check_llm_path", lambda path: None)  # no LM folder needed to name a study
     (tmp_path / "lm").mkdir()
     tags = {options_tag(_task(beam=2)), options_tag(_task(beam=3)), options_tag(_task(llm=str(tmp_path / "lm"))),
@@ -92,8 +93,10 @@ def test_default_options_keep_the_study_name_and_different_options_do_not_share_
     # one folder, one spelling: a relative or trailing-slash path names the same study
     monkeypatch.chdir(tmp_path)
     assert options_tag(_task(llm="lm/")) == options_tag(_task(llm=str(tmp_path / "lm")))
+    keys = {study_key(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, t, "12ab") for t in tags}
+    assert len(keys) == 4 and all(k.startswith(legacy + "|opts") for k in keys)
     names = {study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, t, "12ab") for t in tags}
-    assert len(names) == 4 and all(n.startswith(legacy + "|opts") for n in names)
+    assert len(names | {study_name(ds, SPEC, "test-histogram", "ab" * 32, "prep", 0, 1.0, None, "12ab")}) == 5
 
 
 def test_a_flag_on_a_task_that_does_not_take_it_is_one_clear_error(small_phantom, monkeypatch, capsys):
@@ -131,8 +134,8 @@ def test_cli_beam_and_device_reach_the_task_and_get_their_own_study_and_folder(
     assert result["config"]["task_options"] == {"beam": 2} and result["config"]["device"] == "cpu"
     assert result["task"]["options"]["beam"] == 2 and result["task"]["options"]["llm"] is None
     tag = result["task"]["options_tag"]
-    assert tag.startswith("opts") and result["probe"]["study"].endswith(
-        f"|frac1|protocol{PROTOCOL_VERSION}|code{result['probe']['code']}|{tag}")
+    assert tag.startswith("opts") and re.fullmatch(
+        rf"seed0-frac1-{tag}-[0-9a-f]{{16}}", result["probe"]["study"].split("/")[-1])
     from ctbench.datasets import load_dataset_folder
 
     name = load_dataset_folder(small_phantom).card.name
@@ -148,11 +151,9 @@ def test_a_default_run_keeps_its_study_name_and_result_folder(small_phantom, tin
     name = load_dataset_folder(small_phantom).card.name
     assert path == result_dir(ctbench_home / "results", name, "report-generation", "test-histogram",
                               "random", 0) / "result.json"
-    study = result["probe"]["study"].split("|")
-    assert study[:5] == [name, result["task"]["dataset_version"], "report-generation",
-                         result["task"]["version"], "test-histogram"]
-    assert study[-4:] == ["seed0", "frac1", f"protocol{PROTOCOL_VERSION}", f"code{result['probe']['code']}"]
-    assert len(study) == 12
+    study = result["probe"]["study"].split("/")
+    assert study[:4] == [name, "report-generation", "test-histogram", "random"]
+    assert len(study) == 5 and re.fullmatch(r"seed0-frac1-[0-9a-f]{16}", study[4])
     assert result["config"]["task_options"] == {} and result["task"]["options_tag"] is None
     assert result["task"]["options"]["beam"] == 1
 

@@ -156,3 +156,76 @@ def test_blob_geometry_through_encode(max_tokens):
     assert nearest == tuple(int(v) // 14 for v in peak)
     # token centres: voxel 14 a + 6.5
     assert np.allclose(feats.token_affine @ [1, 2, 3, 1], aff @ [20.5, 34.5, 48.5, 1])
+
+
+def _oblique(spacing, degrees=20.0):
+    """An affine rotated about z with the given column norms (spacings)."""
+    t = np.deg2rad(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag(spacing)
+    return aff
+
+
+def test_isotropy_rule_is_exact_equality_as_in_the_reference():
+    """0.6 mm spacings that differ by float noise: the reference (``sD == sH == sW``) resamples
+    to 0.75 mm; the tolerant rule keeps the native 0.6 mm."""
+    aff = _oblique([0.6, 0.6 * (1 + 1e-12), 0.6])
+    from voxelfm.preprocess import is_isotropic
+
+    assert not is_isotropic(aff) and is_isotropic(aff, 1e-6) and is_isotropic(np.diag([0.6, 0.6, 0.6, 1.0]))
+    vol = meta(torch.zeros(70, 56, 42), aff)
+    x, a = preprocess(vol, PreprocessConfig(crop_background=False, max_tokens=None))
+    size = [round(n * 0.6 / 0.75) for n in (42, 56, 70)]  # (D, H, W) = (k, j, i): 34, 45, 56
+    assert tuple(x.shape) == tuple(n - n % 14 for n in size)
+    assert np.allclose(np.linalg.norm(a[:3, :3], axis=0), [42 * 0.6 / 34, 56 * 0.6 / 45, 0.75])
+    x, a = preprocess(vol, PreprocessConfig(crop_background=False, max_tokens=None, isotropy_rtol=1e-6))
+    assert tuple(x.shape) == (42, 56, 70) and np.allclose(np.linalg.norm(a[:3, :3], axis=0), 0.6)
+
+
+def test_dicom_series_get_the_reference_dicom_window(tmp_path):
+    """A DICOM series read by ctbench's reader is clipped to [-1000, 1000] under the default
+    ``reference`` rule (the reference's DICOM loader), to [-1000, 1900] under ``nifti``; the
+    same voxels from a NIfTI file get [-1000, 1900]."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from ctbench.adapters.voxelfm import VoxelFMEncoder
+    from ctbench.readers import read_volume
+
+    hu = np.full((16, 30, 30), -1000, dtype=np.int16)  # (slices, rows, cols)
+    hu[4:12, 8:22, 8:22] = 1500  # bone-like: above 1000, below 1900
+    series = tmp_path / "series"
+    series.mkdir()
+    img = sitk.GetImageFromArray(hu)
+    img.SetSpacing((1.0, 1.0, 1.0))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(hu.shape[0]):
+        sl = img[:, :, z]
+        for tag, value in (("0008|0060", "CT"), ("0020|000e", "1.2.826.0.1.3680043.2.1125.1"),
+                           ("0020|0013", str(z + 1)), ("0020|0032", f"0\\0\\{z}"),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0028|1052", "0"), ("0028|1053", "1")):
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(series / f"{z:03d}.dcm"))
+        writer.Execute(sl)
+    nifti = tmp_path / "same.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(hu, (2, 1, 0)).astype(np.float32), np.eye(4)), nifti)
+    dcm_vol, nii_vol = read_volume(series), read_volume(nifti)
+    assert dcm_vol.meta["format"] == "dicom" and float(dcm_vol.max()) == 1500.0
+
+    def top(enc, vol):  # the largest network input, back in HU
+        x, _ = enc.prepare(vol)
+        return float(x.max()) * 461.3 - 573.8
+
+    ref = VoxelFMEncoder(weights="random", variant="tiny", crop_background=False)
+    wide = VoxelFMEncoder(weights="random", variant="tiny", crop_background=False, hu_window="nifti")
+    assert top(ref, dcm_vol) == pytest.approx(1000.0, abs=0.05)
+    assert top(ref, nii_vol) == pytest.approx(1500.0, abs=0.05)
+    assert top(wide, dcm_vol) == pytest.approx(1500.0, abs=0.05)
+    assert ref.settings["hu_window_by_format"] == {"nifti": [-1000.0, 1900.0], "dicom": [-1000.0, 1000.0]}
+    assert ref.preprocessing_id != wide.preprocessing_id
+    with pytest.raises(CTBenchError, match="hu_window 'wide' is not one of reference, nifti, dicom"):
+        VoxelFMEncoder(weights="random", variant="tiny", hu_window="wide")
+    with pytest.raises(CTBenchError, match="isotropy 'loose'"):
+        VoxelFMEncoder(weights="random", variant="tiny", isotropy="loose")

@@ -1,0 +1,45 @@
+"""The ranked board in the terminal (``ctbench leaderboard show``): per task, the rows in rank
+order with their tie groups, the main metric with its 95% interval, and the flags.
+
+On a terminal each task is a rich table; piped, plain aligned lines that are never cut. Values
+come from :mod:`.format`, so they read exactly as on the published board.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from ctbench.plain_text import aligned, escape, print_whole
+
+from . import format as fmt
+from .board import Table
+
+__all__ = ["print_board"]
+
+
+def _rows(table: Table) -> tuple[list[str], list[list[str]]]:
+    """Header and cells: rank, model, main metric (95% CI), better than, flags."""
+    header = ["rank", "model", f"{table.main_metric} (95% CI)", "better than", "flags"]
+    cells = fmt.table_cells(table)  # rank, model, main, other metrics..., flags
+    rows = [[c[0], c[1], c[2], ", ".join(r.better_than) or "-", c[-1]] for c, r in zip(cells, table.rows)]
+    return header, rows
+
+
+def print_board(console: Console, tables: list[Table]) -> None:
+    """Print each table: heading, what was compared, the ranked rows, tie groups and notes."""
+    for table in tables:
+        header, rows = _rows(table)
+        lines = [fmt.caption(table), f"{fmt.tie_summary(table)}.", *table.notes]
+        if console.is_terminal:
+            out = RichTable(title=escape(fmt.heading(table)), title_justify="left")
+            for col in header:
+                out.add_column(col, overflow="fold")
+            for row in rows:
+                out.add_row(*map(escape, row))
+            console.print(out)
+            for line in lines:
+                console.print(escape(line), highlight=False)
+        else:
+            print_whole(console, "\n".join([fmt.heading(table), *aligned(header, rows), *lines]), markup=False)
+        console.print()
