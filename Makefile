@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ctbench leaderboard publish --out $(DEMO_SITE)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup --durations=10
+	$(VENV)/bin/python -m pytest -n 2 --durations=10
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -39,9 +39,20 @@ def small_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def category_results(small_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Results of every built-in category (oracle vs constant encoder), built once per worker;
-    tests using it are grouped on one worker (``xdist_group("categories")``)."""
+def category_results(small_phantom: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Results of every built-in category (oracle vs constant encoder), built once per test
+    session: under xdist the first worker builds them in the session's shared folder while the
+    others wait on a file lock, then every worker reads the same folder."""
+    from filelock import FileLock
+
     from tests.category_results import build_category_results
 
-    return build_category_results(small_phantom, tmp_path_factory.mktemp("categories"))
+    if worker_id == "master":
+        return build_category_results(small_phantom, tmp_path_factory.mktemp("categories"))
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, common to its workers
+    root = shared / "categories"
+    with FileLock(str(shared / "categories.lock")):
+        if not (root / "complete").exists():
+            runs = build_category_results(small_phantom, root)
+            (root / "complete").write_text(str(runs.relative_to(root)))
+    return root / (root / "complete").read_text()

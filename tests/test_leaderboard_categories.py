@@ -13,8 +13,6 @@ from ctbench.leaderboards import build_board, collect, write_board
 from ctbench.leaderboards.scoring import make_scorer
 from tests.category_results import CONSTANT, RUNS
 
-pytestmark = pytest.mark.xdist_group("categories")  # one worker builds the shared results once
-
 
 @pytest.fixture(scope="module")
 def results(category_results: Path) -> Path:

@@ -23,7 +23,6 @@ from tests import browser
 from tests.category_results import CONSTANT, RUNS
 from tests.test_leaderboard_fixtures import known_case, phantom_results, write_result_file  # noqa: F401
 
-pytestmark = pytest.mark.xdist_group("categories")  # shares the categories' results on one worker
 
 needs_chromium = pytest.mark.skipif(not browser.available(), reason="headless Chromium is not installed at "
                                     "/usr/bin/chromium (apt-get install -y chromium)")
