@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-import subprocess
 import sys
 import tempfile
 import types
@@ -44,7 +43,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_io import key_list, seeded_state_dict, subsample, synthetic_volume, write_fixture  # noqa: E402
+from parity_io import checkout_commit, key_list, seeded_state_dict, subsample, synthetic_volume, write_fixture  # noqa: E402
 
 VOLUME = {"spacing": [1.5, 1.5, 2.5]}
 # ctbench's "test" variant of the CTViT (the official constructor takes the same arguments).
@@ -155,14 +154,6 @@ def _version(dist: str) -> str:
     return version(dist)
 
 
-def _commit(root: Path) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 if __name__ == "__main__":
     src = Path(sys.argv[1])
-    main(src, sys.argv[2] if len(sys.argv) > 2 else _commit(src))
+    main(src, sys.argv[2] if len(sys.argv) > 2 else checkout_commit(src))

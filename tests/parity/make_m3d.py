@@ -26,7 +26,6 @@ from __future__ import annotations
 import ast
 import datetime
 import importlib.util
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parity_io import (  # noqa: E402
+    checkout_commit,
     key_list, relative_error, seeded_state_dict, subsample, synthetic_volume, write_fixture)
 
 WINDOW = (-160.0, 240.0)
@@ -143,14 +143,6 @@ def main(root: Path, commit: str) -> None:
     print("wrote", path)
 
 
-def _commit(root: Path) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 if __name__ == "__main__":
     src = Path(sys.argv[1])
-    main(src, sys.argv[2] if len(sys.argv) > 2 else _commit(src))
+    main(src, sys.argv[2] if len(sys.argv) > 2 else checkout_commit(src))

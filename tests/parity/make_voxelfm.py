@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parity_io import (  # noqa: E402
+    checkout_commit,
     key_list,
     read_fixture,
     relative_error,
@@ -53,11 +53,6 @@ SIZES = {"tiny": {"embed_dim": 48, "depth": 2, "num_heads": 2}, "base": {}}
 # tokens: ctbench stores them as float16 (relative rounding <= 2**-11), hence 1e-3
 TOLERANCE = {"input": 1e-6, "embedding": 1e-5, "tokens": 1e-3}
 HEAD_KEY = "dino_head.mlp.0.bias"  # a head entry in the file, which loaders must drop
-
-
-def git_sha(repo: Path) -> str:
-    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def main() -> None:
@@ -111,7 +106,7 @@ def main() -> None:
     }
     meta = {
         "reference": "github.com/rmaguado/VoxelFM",
-        "reference_version": args.sha or git_sha(args.reference),
+        "reference_version": args.sha or checkout_commit(args.reference),
         "date": datetime.date.today().isoformat(),
         "size": args.size,
         "student": OmegaConf.to_container(config.student),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -151,3 +152,12 @@ def pad_volume(
     shift = np.eye(4)
     shift[:3, 3] = [-int(p[0]) for p in pad]
     return out, np.asarray(affine, dtype=np.float64) @ shift
+
+
+def checkout_commit(root: Path) -> str:
+    """The git commit of an official checkout (recorded in the fixture), or ``unknown``."""
+    try:
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
