@@ -18,7 +18,8 @@ Metrics: validation Dice (trials), test Dice (refit), both on the original voxel
 in mm for localisation. Both paths run single-threaded, as the engine runs every probe.
 
 The earlier path is kept below as a faithful copy (commit 1a9a393 of ``tasks/dense.py``,
-``tasks/segmentation.py``, ``tasks/localisation.py``): one case per optimiser step for
+``tasks/segmentation.py``, ``tasks/localisation.py``; the helpers and constants that did not
+change since are imported from the current modules): one case per optimiser step for
 segmentation, four cases' graphs one after the other for localisation, MONAI ``DiceCELoss``
 per case, the conv decoder with blocks at every doubling of the grid, no early stopping, and
 ``argmax`` over the class axis when mapping back to voxels.
@@ -39,7 +40,11 @@ import torch
 from torch import nn
 
 from ctbench.phantom_anatomy import FOV_CENTRE, HEART, paint, sample_patient
-from ctbench.tasks.dense import grid_world, label_geometry, normalised_positions, read_labels, refine_affine, spacing
+from ctbench.tasks.dense import _slab_indices, label_geometry, read_labels, spacing
+from ctbench.tasks.localisation import SMOOTH_L1_BETA_MM, _case
+from ctbench.tasks.segmentation import MAX_FACTOR, MAX_FINE_CELLS, SOFT_TARGET_LABELS
+from ctbench.tasks.segmentation_fit import frequency, n_labels, output_grid
+from ctbench.tasks.segmentation_heads import MAX_WEIGHT_RATIO, _Block
 from ctbench.threads import single_threaded
 from ctbench.types import Features
 
@@ -96,13 +101,6 @@ def dice_macro_of(counts: Sequence[np.ndarray]) -> float:
 
 def _index_map(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.inv(dst) @ src
-
-
-def _slab_indices(m: np.ndarray, i0: int, i1: int, shape: Sequence[int]) -> np.ndarray:
-    i = np.arange(i0, i1, dtype=np.float64)[:, None, None]
-    j = np.arange(shape[1], dtype=np.float64)[None, :, None]
-    k = np.arange(shape[2], dtype=np.float64)[None, None, :]
-    return np.stack([m[r, 0] * i + m[r, 1] * j + m[r, 2] * k + m[r, 3] for r in range(3)])
 
 
 def _slabs(shape: Sequence[int], values_per_voxel: int = 1) -> Iterator[tuple[int, int]]:
@@ -193,13 +191,6 @@ class TokenScaler:
         return torch.from_numpy((t - mean) / std)
 
 
-MAX_FACTOR = 4
-MAX_WEIGHT_RATIO = 5.0
-SOFT_TARGET_LABELS = 16
-MAX_FINE_CELLS = 1 << 23
-SMOOTH_L1_BETA_MM = 1.0
-
-
 def old_train_head(
     model: nn.Module, n_cases: int, case_loss: Callable[[int], torch.Tensor], *,
     lr: float, weight_decay: float, epochs: int, seed: int, batch_cases: int = 4,
@@ -241,16 +232,6 @@ def old_on_grid(path: Path, affine: np.ndarray, shape: tuple[int, ...],
     return store[key]
 
 
-class _Block(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.depthwise = nn.Conv3d(width, width, 3, padding=1, groups=width)
-        self.pointwise = nn.Conv3d(width, width, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pointwise(nn.functional.gelu(self.depthwise(x)))
-
-
 class OldConvDecoder(nn.Module):
     def __init__(self, channels: int, classes: int, width: int, factor: int) -> None:
         super().__init__()
@@ -284,25 +265,8 @@ def old_decoder_factor(X: np.ndarray, paths: Sequence) -> int:
     return factor
 
 
-def _grid(f: Features, factor: int) -> tuple[np.ndarray, tuple[int, ...]]:
-    shape = tuple(int(n) * factor for n in f.tokens.shape[1:])
-    return refine_affine(f.token_affine, factor), shape
-
-
-def _n_labels(target: np.ndarray) -> int:
-    return target.shape[0] if target.ndim == 2 else int(target.max(initial=0)) + 1
-
-
-def _frequency(target: np.ndarray, classes: int) -> np.ndarray:
-    if target.ndim == 2:
-        out = np.zeros(classes)
-        out[: target.shape[0]] = target.astype(np.float64).sum(1)
-        return out
-    return np.bincount(target.astype(np.int64), minlength=classes).astype(np.float64)
-
-
 def _class_weights(targets: list, classes: int) -> torch.Tensor:
-    freq = sum(_frequency(t, classes) for _, t in targets)
+    freq = sum(frequency(t, classes) for _, t in targets)
     w = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1e-12) / max(freq.sum(), 1e-12)), 0.0)
     w = np.minimum(w, MAX_WEIGHT_RATIO * w[freq > 0].min())
     return torch.tensor(w / w[freq > 0].mean(), dtype=torch.float32)
@@ -331,8 +295,8 @@ def old_segmentation_fit_predict(params: dict, X_train: np.ndarray, paths: Seque
         return kept[i]
 
     factor = 1 if params["probe"] == "linear" else old_decoder_factor(X_train, paths)
-    targets = [old_on_grid(p, *_grid(f, factor), store) for f, p in zip(X_train, paths)]
-    classes = max(_n_labels(d) for _, d in targets)
+    targets = [old_on_grid(p, *output_grid(f, factor), store) for f, p in zip(X_train, paths)]
+    classes = max(n_labels(d) for _, d in targets)
     loss_fn = DiceCELoss(softmax=True, weight=_class_weights(targets, classes))
     channels = X_train[0].tokens.shape[0]
     probs = None
@@ -355,7 +319,7 @@ def old_segmentation_fit_predict(params: dict, X_train: np.ndarray, paths: Seque
         with torch.no_grad():
             out = [torch.softmax(head(scaler(f)[None])[0], 0).numpy() for f in X_eval]
         probs = out if probs is None else [a + b for a, b in zip(probs, out)]
-    return [((p / len(seeds)).astype(np.float16), _grid(f, factor)[0]) for f, p in zip(X_eval, probs)]
+    return [((p / len(seeds)).astype(np.float16), output_grid(f, factor)[0]) for f, p in zip(X_eval, probs)]
 
 
 def old_voxel_slabs(probs: torch.Tensor, grid_affine: np.ndarray, voxel_affine: np.ndarray,
@@ -399,15 +363,6 @@ class OldAttentionPool(nn.Module):
     def forward(self, tokens: torch.Tensor, position: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         logits = self.score(self.tokens(tokens) + self.position(position))[:, 0]
         return torch.softmax(logits, 0) @ centres
-
-
-def _case(f: Features, scaler: TokenScaler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-    toks = scaler(f).reshape(f.tokens.shape[0], -1).T
-    world = grid_world(f.token_affine, f.tokens.shape[1:])
-    origin = world.mean(0)
-    pos = torch.from_numpy(normalised_positions(world))
-    centres = torch.from_numpy((world - origin).astype(np.float32))
-    return toks, pos, centres, origin
 
 
 def old_localisation_fit_predict(params: dict, X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray,

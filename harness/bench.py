@@ -314,23 +314,12 @@ def _grid_display(err: Console) -> Iterator[Callable[[BenchEvent], None]]:
 
 def _print_report(console: Console, report: BenchReport) -> None:
     """The grid's summary: a table on a terminal; piped, aligned lines with whole paths."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .plain_text import aligned, print_whole
+    from .plain_text import print_listing
 
     title = (f"ctbench bench: {report.count('done')} run, {report.count('skipped')} skipped, "
              f"{report.count('failed')} failed")
     header = ("model", "task", "status", "main metric", "seconds", "result / error")
     rows = [[c.model, c.task, c.status, "" if c.value is None else f"{c.main_metric} {c.value:.3f}",
              f"{c.seconds:.1f}", c.error or str(c.path or "")] for c in report.cells]
-    if not console.is_terminal:
-        print_whole(console, "\n".join([title, *aligned(header, rows)]), markup=False)
-        return
-    table = Table(title=title)
-    for col in header:
-        table.add_column(col, overflow="fold")
     colours = {"done": "green", "skipped": "cyan", "failed": "red"}
-    for row in rows:
-        table.add_row(*[f"[{colours[v]}]{v}[/]" if i == 2 else escape(v) for i, v in enumerate(row)])
-    console.print(table)
+    print_listing(console, title, header, rows, lambda i, v: f"[{colours[v]}]{v}[/]" if i == 2 else v)

@@ -50,24 +50,17 @@ def table_rows(checks: list[TaskCheck]) -> tuple[list[str], list[list[str]]]:
 
 def print_table(console: Console, checks: list[TaskCheck]) -> None:
     """One table on a terminal; piped, aligned plain lines (nothing cut)."""
-    from rich.table import Table
-
-    from .plain_text import aligned, escape, print_whole
+    from .plain_text import print_listing
 
     header, rows = table_rows(checks)
     failed = sum(not c.passed for c in checks)
     title = f"ctbench selftest: ladder holds on {len(checks) - failed} of {len(checks)} task(s)"
-    if not console.is_terminal:
-        print_whole(console, "\n".join([title, *aligned(header, rows)]), markup=False)
-        return
-    table = Table(title=title)
-    for col in header:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        verdict = row[-1]
-        colour = "green" if verdict == "holds" else "red"
-        table.add_row(*map(escape, row[:-1]), f"[{colour}]{escape(verdict)}[/]")
-    console.print(table)
+    last = len(header) - 1
+
+    def verdict(i: int, v: str) -> str:
+        return f"[{'green' if v == 'holds' else 'red'}]{v}[/]" if i == last else v
+
+    print_listing(console, title, header, rows, verdict)
 
 
 def selftest_command(

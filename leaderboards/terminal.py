@@ -8,9 +8,8 @@ come from :mod:`.format`, so they read exactly as on the published board.
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table as RichTable
 
-from ctbench.plain_text import aligned, escape, print_whole
+from ctbench.plain_text import print_listing, print_whole
 
 from . import format as fmt
 from .board import Table
@@ -31,15 +30,7 @@ def print_board(console: Console, tables: list[Table]) -> None:
     for table in tables:
         header, rows = _rows(table)
         lines = [fmt.caption(table), f"{fmt.tie_summary(table)}.", *table.notes]
-        if console.is_terminal:
-            out = RichTable(title=escape(fmt.heading(table)), title_justify="left")
-            for col in header:
-                out.add_column(col, overflow="fold")
-            for row in rows:
-                out.add_row(*map(escape, row))
-            console.print(out)
-            for line in lines:
-                console.print(escape(line), highlight=False)
-        else:
-            print_whole(console, "\n".join([fmt.heading(table), *aligned(header, rows), *lines]), markup=False)
+        print_listing(console, fmt.heading(table), header, rows, title_left=True)
+        for line in lines:
+            print_whole(console, line, markup=False)
         console.print()
