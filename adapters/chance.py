@@ -29,6 +29,7 @@ EMBEDDING_DIM = 32
 TOKEN_DIM = 4
 
 CARD = ModelCard(
+    group="baseline", weights_access="none",
     name="chance",
     title="Chance control (seeded noise, no information about the case)",
     citation="ctbench built-in reference (no publication)",

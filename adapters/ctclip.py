@@ -60,6 +60,7 @@ IGNORED_PREFIXES = ("text_transformer.", "to_text_latent.", "to_text_latent_extr
 IMAGE_PREFIXES = ("visual_transformer.", "to_visual_latent.")
 
 CARD = ModelCard(
+    group="paper", weights_access="gated", non_commercial=True,
     name=NAME,
     title="CT-CLIP: CTViT image encoder contrastively trained with chest CT reports (CT-RATE)",
     citation=(

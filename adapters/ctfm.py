@@ -28,6 +28,7 @@ ENCODER_PREFIX = "encoder."  # the full SegResNet(DS) file nests the encoder her
 IGNORED_PREFIXES = ("up_layers.",)  # its decoder, dropped for feature extraction
 
 CARD = ModelCard(
+    group="newer",
     name="ct-fm",
     title="CT-FM: 3D image-based CT foundation model (SegResNet encoder)",
     citation=(

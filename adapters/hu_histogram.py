@@ -41,6 +41,7 @@ MEASUREMENTS = ("body_volume_l", "lung_fraction", "dense_fraction", "tissue_mean
 EMBEDDING_DIM = len(BIN_EDGES) - 1 + len(MEASUREMENTS)
 
 CARD = ModelCard(
+    group="baseline", weights_access="none",
     name="hu-histogram",
     title="HU histogram of the body and global measurements (baseline, no weights)",
     citation="ctbench baseline (no publication): the body's HU histogram and global measurements",

@@ -66,6 +66,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 VARIANTS = tuple(CONFIGS)
 
 CARD = ModelCard(
+    group="paper",
     name=NAME,
     title="M3D-CLIP: 3D ViT-B image encoder contrastively trained with radiology reports (M3D-Cap)",
     citation=(

@@ -29,6 +29,7 @@ CHECKPOINT_PREFIX = "encode_image.i3_resnet."
 IGNORED_PREFIXES = ("encode_text.", "logit_scale")
 
 CARD = ModelCard(
+    group="paper",
     name="merlin",
     title="Merlin: CT vision-language foundation model (I3ResNet image encoder)",
     citation=(

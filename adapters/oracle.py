@@ -40,6 +40,7 @@ FINDINGS = ("lung_nodule", "liver_lesion", "kidney_cyst", "pleural_effusion")
 CONTINUOUS_WEIGHT = 0.5  # findings dominate cosine similarity
 
 CARD = ModelCard(
+    group="baseline", weights_access="none",
     name="oracle",
     title="Phantom ground truth (oracle ceiling, phantom datasets only)",
     citation="ctbench built-in reference (no publication)",

@@ -71,6 +71,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 VARIANTS = tuple(CONFIGS)
 
 CARD = ModelCard(
+    group="paper",
     name=NAME,
     title="RadFM: 3D ViT vision encoder of a radiology multimodal LLM (MedMD / RadMD)",
     citation=(

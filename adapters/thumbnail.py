@@ -42,6 +42,7 @@ EMBEDDING_DIM = (GRID // POOL) ** 3
 TOKEN_DIM = POOL**3
 
 CARD = ModelCard(
+    group="baseline", weights_access="none",
     name="thumbnail",
     title="Coarse thumbnail of the volume (baseline, no weights)",
     citation="ctbench baseline (no publication): the scan resampled to a coarse fixed grid",

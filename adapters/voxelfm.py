@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CARD", "VoxelFMEncoder"]
 
 CARD = ModelCard(
+    group="paper",
     name="voxelfm",
     title="VoxelFM: 3D CT ViT-B/14 pre-trained with DINO + iBOT + KoLeo self-distillation",
     citation=(

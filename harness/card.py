@@ -92,6 +92,29 @@ class ModelCard(BaseModel):
     parity: ParityFacts | None = Field(
         default=None, description="reference-parity facts; None for a model not checked against official code"
     )
+    group: Literal["paper", "newer", "baseline", "other"] = Field(
+        default="other",
+        description="where `ctbench models` lists it: the VoxelFM paper's five, newer open models, baselines "
+                    "and references, or other (plugins)",
+    )
+    weights_access: Literal["public", "gated", "none"] = Field(
+        default="public",
+        description="public: downloadable by anyone; gated: the hub asks for an access request or terms first; "
+                    "none: the model has no weights (a baseline)",
+    )
+    non_commercial: bool = Field(default=False, description="the weights' licence forbids commercial use")
+
+    @model_validator(mode="after")
+    def _access_matches_weights(self) -> "ModelCard":
+        if (self.weights.format == "none") != (self.weights_access == "none"):
+            raise ValueError("weights_access is 'none' exactly when the model has no weights (weights.format 'none')")
+        return self
+
+    def access_text(self) -> str:
+        """Weights access in a few words: "public", "gated, non-commercial", "no weights"."""
+        if self.weights_access == "none":
+            return "no weights"
+        return self.weights_access + (", non-commercial" if self.non_commercial else "")
 
     def preprocessing_hash(self, extra: dict | None = None) -> str:
         """Short hash of the input specification (plus adapter-specific settings) for cache keys."""

@@ -43,84 +43,32 @@ def _print_json(obj) -> None:
 
 
 @app.command()
-def models(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List registered models with licence, dimensions, native input and weight source."""
+def models(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    markdown: bool = typer.Option(False, "--markdown", help="the Markdown table of docs/models.md"),
+) -> None:
+    """List registered models by group with licence, weights access, dimensions, native input,
+    weight source and reference parity."""
+    from . import models_cli
     from .registry import MODELS
 
-    rows = []
-    for name in MODELS.names():  # a broken plugin is one error row; the others are listed
-        try:
-            card = MODELS.get(name).card
-            row = {"name": name, **card.model_dump(mode="json")}
-            rows.append({**row, "parity_status": _parity_text(row.get("parity"))})
-        except CTBenchError as e:
-            rows.append({"name": name, "error": str(e)})
+    rows = models_cli.card_rows(MODELS)  # a broken plugin is one error row; the others are listed
     if as_json:
         _print_json(rows)
-        _print_plugin_problems(MODELS)
-        return
-    if not console.is_terminal:  # piped: a plain list, nothing folded or cut
-        print_whole(console, "\n".join(line for r in rows for line in _model_lines(r)), markup=False)
+    elif markdown:
+        sys.stdout.write(models_cli.markdown_table(rows))
     else:
-        header = ("name", "params", "emb", "tokens", "supervision", "licence", "native input", "weights", "parity")
-        table = Table(title="ctbench models")
-        for col in header:
-            table.add_column(col, overflow="fold")
+        models_cli.print_listing(console, rows)
         for r in rows:
-            table.add_row(*map(escape, _model_row(r)))
-        console.print(table)
-    for r in rows:
-        if "error" in r:
-            err.print(f"[red]{r['name']}:[/] {r['error']}", highlight=False, soft_wrap=True)
+            if "error" in r:
+                err.print(f"[red]{r['name']}:[/] {r['error']}", highlight=False, soft_wrap=True)
     _print_plugin_problems(MODELS)
-
-
-def _model_row(r: dict, short: bool = True) -> list[str]:
-    """name, params, emb, tokens, supervision, licence, native input, weights, parity of a
-    ``ctbench models`` row; ``short`` cuts a long native input description and names only the
-    reference's version (terminal tables)."""
-    if "error" in r:
-        return [r["name"], "broken (see below)", *[""] * 7]
-    inp, w = r["input"], r["weights"]
-    size = inp["spatial_size"] if isinstance(inp["spatial_size"], str) else "x".join(map(str, inp["spatial_size"]))
-    source = (f"{w['hub_repo']}/{w['filename']}" if w["hub_repo"]
-              else "none (no weights)" if w.get("format") == "none" else "local file")
-    return [r["name"], f"{r['parameters'] / 1e6:.1f}M", str(r["embedding_dim"]), str(r["token_dim"] or "-"),
-            r["supervision"], r["licence"], _short(size) if short else size, source,
-            _parity_text(r.get("parity"), short)]
-
-
-def _model_lines(r: dict) -> list[str]:
-    """A ``ctbench models`` row as plain lines: a summary, then licence, input and weights."""
-    name, params, emb, tokens, supervision, licence, size, source, parity = _model_row(r, short=False)
-    if "error" in r:
-        return [f"{name}: {params}"]
-    return [f"{name}: {params} parameters, embedding {emb}, tokens {tokens}, supervision {supervision}",
-            f"  licence: {licence}", f"  native input: {size}", f"  weights: {source}", f"  parity: {parity}"]
-
-
-def _parity_text(parity: dict | None, short: bool = False) -> str:
-    """A card's reference-parity facts in a few words: "matches REFERENCE@VERSION (rel <= TOL,
-    checked DATE)" (``short``: "matches @VERSION, rel <= TOL"), or "not checked"."""
-    if not parity:
-        return "not checked"
-    version = parity["reference_version"]
-    if len(version) == 40 and all(c in "0123456789abcdef" for c in version):
-        version = version[:7]  # a commit sha
-    tol = f"{parity['tolerance']:.0e}"
-    if short:
-        return f"matches @{version}, rel <= {tol}"
-    return f"matches {parity['reference']}@{version} (rel <= {tol}, checked {parity['checked']})"
 
 
 def _print_plugin_problems(registry) -> None:
     """Entry points left out of a listing (e.g. a name clash), one stderr line each."""
     for problem in registry.problems:
         err.print(f"[red]plugin left out:[/] {problem}", highlight=False, soft_wrap=True)
-
-
-def _short(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command()
