@@ -8,6 +8,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "voxelfm": "ctbench.adapters.voxelfm:VoxelFMEncoder",
     "merlin": "ctbench.adapters.merlin:MerlinEncoder",
     "ct-fm": "ctbench.adapters.ctfm:CTFMEncoder",
+    "spectre": "ctbench.adapters.spectre:SpectreEncoder",
     "ct-clip": "ctbench.adapters.ctclip:CTCLIPEncoder",
     "m3d": "ctbench.adapters.m3d:M3DEncoder",
     "radfm": "ctbench.adapters.radfm:RadFMEncoder",
