@@ -9,6 +9,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "merlin": "ctbench.adapters.merlin:MerlinEncoder",
     "ct-fm": "ctbench.adapters.ctfm:CTFMEncoder",
     "spectre": "ctbench.adapters.spectre:SpectreEncoder",
+    "colipri": "ctbench.adapters.colipri:ColipriEncoder",
     "ct-clip": "ctbench.adapters.ctclip:CTCLIPEncoder",
     "m3d": "ctbench.adapters.m3d:M3DEncoder",
     "radfm": "ctbench.adapters.radfm:RadFMEncoder",
