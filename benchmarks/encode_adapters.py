@@ -50,6 +50,11 @@ def time_model(ref: str, device: str, variant: str | None, volume, repeats: int)
     t = time.perf_counter()
     enc = cls(**kwargs)
     build = time.perf_counter() - t
+    if getattr(enc, "seed_columns", None) is not None:  # seed-conditioned (ctbench.seeds): seed at the centre
+        from ctbench.seeds import attach_seed
+
+        centre = np.asarray(volume.affine, dtype=float) @ np.r_[(np.asarray(volume.shape[1:]) - 1) / 2, 1.0]
+        volume = attach_seed(volume.clone(), centre[:3])
 
     def sync() -> None:
         if device.startswith("cuda"):

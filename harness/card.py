@@ -103,6 +103,11 @@ class ModelCard(BaseModel):
                     "none: the model has no weights (a baseline)",
     )
     non_commercial: bool = Field(default=False, description="the weights' licence forbids commercial use")
+    seed_conditioned: bool = Field(
+        default=False,
+        description="features are computed around a per-case seed point read from the manifest (ctbench.seeds): "
+                    "the model is told where to look, which boards should say",
+    )
 
     @model_validator(mode="after")
     def _access_matches_weights(self) -> "ModelCard":

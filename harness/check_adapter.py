@@ -45,6 +45,7 @@ PROBE_AFFINE = np.array(
 BLOB_INDEX = (62.0, 27.0, 31.0)  # off-centre on every axis, so flips and swaps are caught
 BLOB_SIGMA_MM = 5.0
 BLOB_HU = 900.0
+PROBE_SEED_OFFSET_MM = (6.0, -4.0, 3.0)  # a seed-conditioned model's seed: near the blob, not on it
 
 
 @dataclass
@@ -276,6 +277,12 @@ def run_checks(name: str, variant: Optional[str] = None, device: str = "cpu",
     if missing:
         return checks
     base_v, blob_v, world = probe_volumes()
+    from .seeds import attach_seed, seed_columns
+
+    if seed_columns(enc) is not None:  # seed-conditioned (ctbench.seeds): a click near the blob
+
+        for v in (base_v, blob_v):
+            attach_seed(v, world + np.asarray(PROBE_SEED_OFFSET_MM))
     emb_dim, tok_dim = _expected_dims(cls, enc, variant)
     try:
         f1, seconds, mem = _measure(lambda: enc.encode(base_v), device)

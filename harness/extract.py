@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
@@ -21,6 +21,7 @@ import torch
 from .cache import FeatureCache, content_hash
 from .datasets import Dataset
 from .errors import CaseError, CTBenchError
+from .seeds import attach_seed, case_seeds, check_target_leak, require_seed_columns, seed_columns, seeded_key
 from .types import Encoder, Features
 
 Progress = Callable[[int, int], None]
@@ -80,9 +81,10 @@ class _CaseReader(torch.utils.data.Dataset):
     """Worker-side: resolve, hash, skip cached, read and prepare one case; never raises."""
 
     def __init__(self, dataset: Dataset, cases: pd.DataFrame, cache: FeatureCache,
-                 prepare: Callable[[Any], Any] | None) -> None:
+                 prepare: Callable[[Any], Any] | None, seeds: dict[str, Any] | None = None) -> None:
         self.rows = [(str(r.case_id), str(r.image)) for r in cases.itertuples(index=False)]
         self.dataset, self.cache, self.prepare = dataset, cache, prepare
+        self.seeds = seeds  # seed-conditioned model: case_id -> seed or why it has none (ctbench.seeds)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -95,20 +97,35 @@ class _CaseReader(torch.utils.data.Dataset):
         case_id, image = self.rows[i]
         key = moved = None
         try:
+            seed = None if self.seeds is None else self.seeds[case_id]
+            if isinstance(seed, str):
+                raise CTBenchError(seed)
             path = self.dataset.resolve(image)
             if not path.exists():
                 raise CTBenchError(f"image {path} does not exist; fix the manifest's image column")
             require_regular(path)  # before hashing: reading a FIFO or /dev/zero never ends
-            key = content_hash(path)
+            key = content_hash(path) if seed is None else seeded_key(content_hash(path), seed)
             found = self.cache.recover(key)  # a damaged entry is moved aside and re-extracted
             moved = None if found is None else str(found)
             if self.cache.has(key):
                 return case_id, key, CACHED, None, moved, _cached_warnings(self.cache.path(key))
-            volume = read_volume(path)
+            volume = read_volume(path) if seed is None else attach_seed(read_volume(path), seed)
             notes = plausibility_warnings(volume)
             return case_id, key, self.prepare(volume) if self.prepare else volume, None, moved, notes
         except Exception as e:  # reported to the main process, recorded per case
             return case_id, key, None, _reason(e), moved, []
+
+
+def _seeds(encoder: Encoder, model: str, dataset: Dataset, cases: pd.DataFrame, targets: Sequence[str],
+           task: str) -> dict[str, Any] | None:
+    """Per-case seeds of a seed-conditioned encoder (None for any other), after the up-front checks."""
+    columns = seed_columns(encoder)
+    if columns is None:
+        return None
+    require_seed_columns(dataset, columns, model)
+    if not encoder.allow_target_seed:  # type: ignore[attr-defined]  (SeedConditioned)
+        check_target_leak(dataset, targets, columns, model, task)
+    return case_seeds(cases, columns)
 
 
 def _encoders(encoder: Encoder) -> tuple[Callable | None, Callable[[list], list[Features]]]:
@@ -149,6 +166,8 @@ def extract(
     progress: Progress | None = None,
     on_read: Progress | None = None,
     on_load: Progress | None = None,
+    targets: Sequence[str] = (),
+    task_name: str = "the task",
 ) -> Extraction:
     """Encode every case of ``cases`` not yet cached, then (``load``) load all their features.
 
@@ -160,13 +179,17 @@ def extract(
     ``progress`` when a case is done (encoded, found in the cache or failed), ``on_read`` when it
     has been read and prepared (ahead of ``progress`` while a batch fills), ``on_load`` when its
     cached features are loaded.
+
+    A seed-conditioned encoder (:mod:`ctbench.seeds`) gets each case's seed from the manifest;
+    a manifest without its seed columns, or seeds that are the task's ``targets``, are refused here.
     """
     cache = cache_for(encoder, model_name)
+    seeds = _seeds(encoder, model_name, dataset, cases, targets, task_name)
     prepare, encode_many = _encoders(encoder)
     batch_size = batch_size if _encodes_batches(encoder) else 1
     device = str(getattr(encoder, "device", "cpu"))
     workers = default_workers(device) if workers is None else workers
-    reader = _CaseReader(dataset, cases, cache, prepare)
+    reader = _CaseReader(dataset, cases, cache, prepare, seeds)
     loader = torch.utils.data.DataLoader(
         reader, batch_size=None, shuffle=False, num_workers=workers,
         prefetch_factor=2 if workers else None, persistent_workers=False,

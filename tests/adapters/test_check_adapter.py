@@ -127,7 +127,7 @@ def _failed(checks) -> list[str]:
     return [c.name for c in checks if not c.ok]
 
 
-@pytest.mark.parametrize("ref", ["merlin", "ct-fm", "ct-clip", "m3d", "radfm", "voxelfm"])
+@pytest.mark.parametrize("ref", ["merlin", "ct-fm", "ct-clip", "m3d", "radfm", "voxelfm", "fmcib"])
 def test_real_adapters_pass_every_check(ref: str) -> None:
     checks = run_checks(ref, variant="tiny" if ref == "voxelfm" else "test")
     assert _failed(checks) == []
