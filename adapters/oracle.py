@@ -73,13 +73,13 @@ def oracle_embedding(t: CaseTruth) -> np.ndarray:
     count = {k: sum(les.kind == k for les in t.lesions) for k in FINDING_KINDS}
     largest = t.largest
     scaled = [
-        (t.liver_volume_ml - 400.0) / 65.0,
+        (t.liver_volume_ml - 400.0) / 180.0,
         math.log1p(t.lesion_burden_ml) - 1.0,
         t.lesion_burden_ml / 10.0 - 1.0,
         *(math.log1p(burden[k]) - 1.0 for k in FINDING_KINDS),
         *(count[k] - 1.0 for k in FINDING_KINDS),
         *(d / 20.0 - 1.0 for d in t.effusion_mm),
-        t.risk - 2.0,
+        (t.risk - 2.0) / 2.0,
         (largest.radius if largest else 0.0) / 5.0 - 1.0,
     ]
     return np.array(sign + [CONTINUOUS_WEIGHT * v for v in scaled], dtype=np.float32)
@@ -125,7 +125,7 @@ class OracleEncoder:
 
         self.weights_ref = resolve_weights(CARD, weights)  # no weights: "none", a file is refused
         self.device = device  # numpy on the CPU whatever the run's device
-        self.preprocessing_id = CARD.preprocessing_hash({"pool": POOL, "truth_format": 1, "embedding": 1})
+        self.preprocessing_id = CARD.preprocessing_hash({"pool": POOL, "truth_format": 1, "embedding": 2})
         self._truths: dict[Path, tuple[int, Truth]] = {}
 
     def _truth_of(self, root: Path) -> Truth:

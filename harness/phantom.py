@@ -32,7 +32,7 @@ from .phantom_anatomy import (
 from .phantom_truth import CaseTruth, LesionTruth, write_truth
 from .splits import make_splits
 
-PHANTOM_VERSION = "4"  # 4: calibrated (see docs/protocol.md, self-test) and truth.json for the oracle
+PHANTOM_VERSION = "5"  # 5: findings visible to simple image features (4: truth.json for the oracle)
 DEFAULT_PATIENTS = 100
 REPEAT_FRACTION = 0.2  # share of patients with a second scan
 ORIENTATIONS = ("RAS", "LPS", "LAS", "LPI", "PSR", "SLP")
@@ -41,7 +41,7 @@ FINDINGS = ("lung_nodule", "liver_lesion", "kidney_cyst", "pleural_effusion")
 HORIZONS_DAYS = (365.0, 730.0)
 COLUMNS = ("case_id", "patient_id", "image", "mask", "split", *FINDINGS, "contrast",
            "liver_volume_ml", "lesion_burden_ml", "time", "event", "lesion_x", "lesion_y",
-           "lesion_z", "report")
+           "lesion_z", "seed_x", "seed_y", "seed_z", "report")
 # Rule-based reading of the phantom's reports: a term per finding, negation within the sentence.
 FINDING_TERMS = {
     "lung_nodule": r"\bnodules?\b",
@@ -50,7 +50,8 @@ FINDING_TERMS = {
     "pleural_effusion": r"\beffusions?\b",
 }
 NEGATION = r"\b(no|without)\b"
-NOISE_HU = (6.0, 12.0)  # standard deviation of the image noise per scan
+NOISE_HU = (4.0, 8.0)  # standard deviation of the image noise per scan
+PARTIAL_VOLUME_SIGMA = 0.25  # voxels: edges soften, a voxel takes under 1% of a neighbour (4% at 0.4)
 _AXIS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0),
          "I": (2, -1.0)}
 
@@ -95,19 +96,20 @@ def _nifti_gz(data: np.ndarray, affine: np.ndarray) -> bytes:
 def _render(p: Patient, shift: np.ndarray, shape, affine, rng: np.random.Generator):
     x, y, z = (a - s for a, s in zip(world_axes(shape, affine), shift))
     hu, lab = paint(p, x.astype(np.float32), y.astype(np.float32), z.astype(np.float32))
-    hu = gaussian_filter(hu, 0.4)  # slight partial-volume blur
+    hu = gaussian_filter(hu, PARTIAL_VOLUME_SIGMA)  # slight partial-volume blur
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(rng.uniform(*NOISE_HU))
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16), lab
 
 
 # Survival: a Weibull accelerated-failure-time model (so also proportional hazards, with log
 # hazard ratio WEIBULL_SHAPE * risk). Its log time noise (a Gumbel draw / WEIBULL_SHAPE) is small
-# against the risk's spread, so the C-index of the true risk is ~0.8: what the image shows decides
-# most of the ordering, as the self-test's survival row needs on a 20-patient test split.
+# against the risk's spread, so the C-index of the true risk is ~0.9: what the image shows decides
+# most of the ordering, as the self-test's survival row needs on a 20-patient test split. The risk
+# is linear in visible volumes (lesion mL, fluid depth), what an image feature measures.
 WEIBULL_SHAPE = 2.5
 BASE_DAYS = 2400.0
-RISK_BURDEN = 1.1  # per log(1 + mL) of nodule and liver-lesion volume
-RISK_EFFUSION = 0.9  # per 10 mm of the deepest pleural fluid
+RISK_BURDEN = 0.3  # per 10 mL of nodule and liver-lesion volume
+RISK_EFFUSION = 0.7  # per 10 mm of pleural fluid depth (both sides added)
 CENSOR_DAYS = (400.0, 4000.0)  # uniform follow-up
 
 
@@ -115,8 +117,8 @@ def survival_risk(p: Patient) -> float:
     """The linear predictor of a patient's hazard: malignant lesion burden and effusion depth,
     both visible in the image (cysts are benign and do not count)."""
     malignant = sum(les.volume_ml for les in p.lesions if les.kind != "kidney_cyst")
-    depth = max(p.effusion.values(), default=0.0)
-    return RISK_BURDEN * math.log1p(malignant) + RISK_EFFUSION * depth / 10.0
+    depth = sum(p.effusion.values())
+    return RISK_BURDEN * malignant / 10.0 + RISK_EFFUSION * depth / 10.0
 
 
 def _survival(p: Patient, rng: np.random.Generator) -> tuple[int, int]:
@@ -156,7 +158,7 @@ def _report(p: Patient, rng: np.random.Generator) -> str:
         out.append(pick(["No pulmonary nodules.", "No suspicious pulmonary nodule.",
                          "The lungs are clear, with no nodule.", "There is no pulmonary nodule."]))
     if p.effusion:
-        size = "small" if max(p.effusion.values()) < 25 else "moderate"
+        size = "small" if max(p.effusion.values()) < 45 else "moderate"
         if len(p.effusion) == 2:
             out.append(pick([f"{size.capitalize()} bilateral pleural effusions.",
                              f"There are {size} layering bilateral pleural effusions."]))
@@ -250,6 +252,9 @@ def phantom_card(n_patients: int, seed: int, resolution: float = 1.0) -> Dataset
         "liver_volume_ml includes lesions; lesion_burden_ml is the total lesion volume; time is "
         "days, event 1 = death, hazard rising with nodule/liver-lesion burden and effusion; "
         "lesion_x/y/z = world RAS mm centre of the largest lesion (empty where none). "
+        "seed_x/y/z = a simulated reader's click for seed-point models (world RAS mm): a point inside the "
+        "largest lesion (its centre plus a seeded offset up to half its radius), else the liver's centre "
+        "plus up to 5 mm. "
         "Name: 'phantom' for 100 patients, seed 0, resolution 1; otherwise 'phantom' plus "
         "-n<patients>, -seed<seed>, -res<resolution> for each argument off that default."
     )
@@ -320,6 +325,7 @@ def _write_dataset(
                 **patient, "case_id": case, "image": f"images/{case}.nii.gz",
                 "mask": f"masks/{case}.nii.gz", "lesion_x": where[0], "lesion_y": where[1],
                 "lesion_z": where[2],
+                **reader_click(p, largest, shift, np.random.default_rng([seed, 6, i, s])),
                 "report": _report(p, np.random.default_rng([seed, 5, i, s])),  # same at any resolution
             })
             done += 1
@@ -331,6 +337,17 @@ def _write_dataset(
     df[list(COLUMNS)].to_csv(folder / MANIFEST_FILE, index=False)
     write_truth(folder, PHANTOM_VERSION, truth)
     write_card(phantom_card(n_patients, seed, resolution), folder)
+
+
+def reader_click(p: Patient, largest, shift: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    """``seed_x/y/z``: where a reader would click for a seed-point model (ctbench.seeds), never the
+    localisation target itself: inside the largest lesion, offset from its centre by a uniform point
+    of a ball of half its radius; without a lesion, the liver's centre offset by up to 5 mm."""
+    centre, radius = (largest.centre, 0.5 * largest.radius) if largest else (p.liver.centre, 5.0)
+    u = rng.normal(size=3)
+    offset = u / np.linalg.norm(u) * radius * rng.random() ** (1 / 3)
+    x, y, z = (np.asarray(centre) + shift + offset).round(2)
+    return {"seed_x": float(x), "seed_y": float(y), "seed_z": float(z)}
 
 
 def _case_truth(p: Patient, patient: dict, case: str, shape, affine: np.ndarray, shift: np.ndarray) -> CaseTruth:

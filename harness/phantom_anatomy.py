@@ -10,7 +10,7 @@ measures volumes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,20 +22,26 @@ FOV_CENTRE = (0.0, -5.0, -10.0)  # its centre in patient coordinates
 SAFE_MM = 14.0  # findings stay this far inside the nominal field of view (covers scan jitter)
 FINDING_ORGAN = {"lung_nodule": LUNG, "liver_lesion": LIVER, "kidney_cyst": KIDNEY}
 CONTRAST_FRACTION = 0.5  # share of scans in the portal-venous phase
-# organ HU ranges (non-contrast, portal-venous); the heart value is also the aorta's blood pool
-ORGAN_HU = {"liver": ((58, 68), (100, 120)), "kidney": ((27, 35), (140, 180)),
+# organ HU ranges (non-contrast, portal-venous); the heart value is also the aorta's blood pool.
+# The unenhanced liver is set a little denser than most real livers (78-86 HU, real ~55-65) so that
+# its volume shows in a 25 HU histogram apart from muscle and soft tissue: a calibration choice.
+ORGAN_HU = {"liver": ((78, 86), (105, 115)), "kidney": ((27, 35), (140, 180)),
             "heart": ((35, 45), (150, 200))}
-# lesion HU ranges (non-contrast, portal-venous): hypodense liver lesions enhance a little,
-# nodules are solid soft tissue, cysts are water and do not enhance
-LESION_HU = {"lung_nodule": ((25, 60), (50, 90)), "liver_lesion": ((5, 18), (20, 38)),
-             "kidney_cyst": ((-2, 8), (-2, 8))}
+# lesion HU ranges (non-contrast, portal-venous): liver lesions are fat-containing and markedly
+# hypodense (they enhance a little), nodules are solid soft tissue, cysts are water and do not enhance
+LESION_HU = {"lung_nodule": ((25, 60), (50, 90)), "liver_lesion": ((-45, -25), (-40, -20)),
+             "kidney_cyst": ((-10, 0), (-10, 0))}
+# part-solid nodules: a solid core (this fraction of the radius) in a ground-glass rim
+NODULE_CORE = (0.5, 0.7)
+GROUND_GLASS_HU = (-600.0, -400.0)
 
-# Calibration (version 4): findings large enough, and fluid-like tissue rare enough outside them
-# (soft tissue filler at 32-45 HU, image noise 6-12 HU), that an HU histogram or a coarse
-# thumbnail sees part of the signal; the self-test's ladder checks the result.
-RADIUS_MM = {"lung_nodule": (6.0, 14.0), "liver_lesion": (8.0, 20.0), "kidney_cyst": (7.0, 14.0)}
-EFFUSION_MM = (25.0, 60.0)  # depth of the dependent pleural fluid
-LIVER_SCALE = (0.8, 1.2)  # liver size factor (radii)
+# Calibration (version 5): findings large enough to move the body's HU histogram and to show on
+# an 8 mm grid, each in densities that are rare elsewhere (ground glass, water, fat-containing liver
+# lesions), with edges sharp enough (PARTIAL_VOLUME_SIGMA) not to fill those densities,
+# and a liver whose size varies enough to be measured; the self-test's ladder checks the result.
+RADIUS_MM = {"lung_nodule": (9.0, 18.0), "liver_lesion": (11.0, 24.0), "kidney_cyst": (8.0, 14.0)}
+EFFUSION_MM = (30.0, 70.0)  # depth of the dependent pleural fluid
+LIVER_SCALE = (0.7, 1.3)  # liver size factor (radii)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class Lesion:
     radius: float
     hu: float
     site: str
+    core: float = 1.0  # solid part: this fraction of the radius (nodules: the rest is ground glass)
+    rim_hu: float = 0.0  # HU of the ground-glass rim (only where core < 1)
 
     @property
     def diameter_mm(self) -> int:
@@ -166,6 +174,9 @@ def paint(p: Patient, x, y, z, lesions: bool = True) -> tuple[np.ndarray, np.nda
     if lesions:
         for les in p.lesions:
             region = _sphere(x, y, z, les.centre, les.radius) & (lab == FINDING_ORGAN[les.kind])
+            if les.core < 1.0:
+                put(region, les.rim_hu, LESION)
+                region = region & _sphere(x, y, z, les.centre, les.core * les.radius)
             put(region, les.hu, LESION)
     return hu, lab
 
@@ -207,10 +218,12 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     )
     contrast = bool(rng.random() < CONTRAST_FRACTION)
     hu = {
-        "fat": _u(rng, -110, -90), "muscle": _u(rng, 40, 50), "soft": _u(rng, 32, 45),
-        "lung": _u(rng, -880, -815), "fluid": _u(rng, 6, 14), "cortical": _u(rng, 950, 1150),
-        "cancellous": _u(rng, 600, 750), "disc": _u(rng, 70, 90), "csf": _u(rng, 5, 15),
-        "rib": _u(rng, 550, 750),
+        # tissue densities vary a little between patients; kept narrow (version 5) so that what
+        # findings add to an HU histogram is not drowned by peaks sliding across its bins
+        "fat": _u(rng, -106, -94), "muscle": _u(rng, 42, 48), "soft": _u(rng, 40, 45),
+        "lung": _u(rng, -860, -835), "fluid": _u(rng, 12, 18), "cortical": _u(rng, 1000, 1060),
+        "cancellous": _u(rng, 660, 700), "disc": _u(rng, 75, 85), "csf": _u(rng, 8, 12),
+        "rib": _u(rng, 620, 680),
         **{organ: _u(rng, *ranges[contrast]) for organ, ranges in ORGAN_HU.items()},
     }
     p = Patient((ax, ay), fat, muscle, (lungs[0], lungs[1]), heart, liver,
@@ -244,6 +257,8 @@ def _add_findings(p: Patient, rng: np.random.Generator) -> None:
         for _ in range(n):
             hu = _u(rng, *LESION_HU[kind][p.contrast])
             les = _place(p, rng, kind, _u(rng, rmin, rmax), hu)
+            if les is not None and kind == "lung_nodule":
+                les = replace(les, core=_u(rng, *NODULE_CORE), rim_hu=_u(rng, *GROUND_GLASS_HU))
             if les is not None:
                 p.lesions.append(les)
 

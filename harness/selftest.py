@@ -2,7 +2,11 @@
 
 For each task of a phantom dataset (all categories, or those asked for), every rung of the
 ladder is run through :func:`ctbench.runner.run`, the path ``ctbench run`` takes (features,
-shared splits, Optuna tuning, refit, bootstrap, result file), with a small trial budget. The
+shared splits, Optuna tuning, refit, bootstrap, result file). Budget: the probes fitted in
+seconds (classification, regression, survival) get the ``ctbench run`` default of 20 trials; tasks
+that train a neural head for minutes per trial on a CPU get fewer (:data:`HEAD_TRIALS`: three for
+report generation, one for localisation and segmentation, whose search keeps to the linear head,
+``--head linear``). The table states each task's budget, the same for all its rungs. The
 rungs: ``oracle`` (the phantom's ground truth, the ceiling), the reference baselines that are
 registered (``hu-histogram``, ``thumbnail``), and ``chance`` (seeded noise, the floor).
 
@@ -36,7 +40,12 @@ from .errors import CTBenchError
 
 TOP, BOTTOM = "oracle", "chance"
 BASELINES = ("hu-histogram", "thumbnail")
-DEFAULT_TRIALS = 3
+DEFAULT_TRIALS = 20  # probes fitted in seconds: the `ctbench run` default
+# trials of the tasks that train a neural head for minutes per trial on a CPU
+HEAD_TRIALS = {"report-generation": 3, "localisation": 1, "segmentation": 1}
+# task options of the self-test's runs, by category: the segmentation search is kept to the linear
+# head (the conv decoder trains at up to 64 output cells per token, tens of minutes on a CPU)
+TASK_OPTIONS: dict[str, dict[str, str]] = {"segmentation": {"head": "linear"}}
 DEFAULT_BOOTSTRAP = 1000
 
 
@@ -61,6 +70,8 @@ class TaskCheck:
     category: str
     metric: str
     direction: str
+    trials: int = DEFAULT_TRIALS  # Optuna trials of every rung on this task (0: it tunes nothing)
+    options: dict[str, str] = field(default_factory=dict)  # task options of every rung's run
     rungs: list[Rung] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -142,11 +153,21 @@ def _needs_tokens(category: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, DenseTask)
 
 
+def _tuned(category: str) -> bool:
+    """Whether the category tunes a probe (retrieval, for one, trains nothing)."""
+    from .registry import TASKS
+    from .task import ProbeTask
+
+    cls = TASKS.get(category)
+    return isinstance(cls, type) and issubclass(cls, ProbeTask)
+
+
 def selftest(
     dataset: str = "phantom",
     categories: Sequence[str] | None = None,
     trials: int = DEFAULT_TRIALS,
     n_boot: int = DEFAULT_BOOTSTRAP,
+    head_trials: int | None = None,
     seed: int = 0,
     device: str = "auto",
     out: str | Path | None = None,
@@ -156,6 +177,8 @@ def selftest(
 ) -> list[TaskCheck]:
     """Run the ladder on every selected task of a phantom dataset; one :class:`TaskCheck` per task.
 
+    Tasks that train a neural head get ``head_trials`` Optuna trials (None: :data:`HEAD_TRIALS`),
+    the others ``trials``; every rung of a task gets the same budget, recorded in its check.
     ``models`` overrides the rungs (default :func:`ladder_models`); ``on_run(task, model, rung)``
     is called when a run starts (``rung`` None) and ends; ``progress`` gets the runs' stages.
     """
@@ -185,19 +208,23 @@ def selftest(
     checks = []
     for spec in specs:
         metric = spec.main_metric
-        check = TaskCheck(spec.name, spec.category, metric, "maximize")  # direction: from the runs' results
+        dense = _needs_tokens(spec.category)
+        budget = (head_trials or HEAD_TRIALS[spec.category]) if spec.category in HEAD_TRIALS else trials
+        budget = budget if _tuned(spec.category) else 0  # e.g. retrieval: nothing is trained
+        options = dict(TASK_OPTIONS.get(spec.category, {}))
+        check = TaskCheck(spec.name, spec.category, metric, "maximize", budget, options)  # direction: from results
         for model in rungs:
             rung = Rung(model)
-            if _needs_tokens(spec.category) and MODELS.get(model).card.token_dim is None:
+            if dense and MODELS.get(model).card.token_dim is None:
                 rung.skipped = "no token grid"
                 check.rungs.append(rung)
                 continue
             if on_run:
                 on_run(spec.name, model, None)
             started = time.perf_counter()
-            cfg = RunConfig(model=model, task=spec.name, dataset=dataset_arg, weights="auto", trials=trials,
+            cfg = RunConfig(model=model, task=spec.name, dataset=dataset_arg, weights="auto", trials=max(budget, 1),
                             seed=seed, device=device, out=str(root / ds.card.name / spec.name / model),
-                            n_boot=n_boot)
+                            n_boot=n_boot, task_options=options)
             try:
                 _, result = run(cfg, progress=progress)
                 check.direction = result["task"]["direction"]

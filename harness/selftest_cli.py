@@ -8,12 +8,16 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .selftest import BOTTOM, DEFAULT_BOOTSTRAP, DEFAULT_TRIALS, TOP, Rung, TaskCheck, clearly_above
+from .selftest import (
+    BOTTOM, DEFAULT_BOOTSTRAP, DEFAULT_TRIALS, HEAD_TRIALS, TOP, Rung, TaskCheck, clearly_above,
+)
 
 HELP = (
     f"Check that the harness ranks models: {TOP} > baselines > {BOTTOM} on the phantom.\n\n"
     "Every task of the phantom (or of --category) is run through the same path as `ctbench run` (cached "
-    "features, shared splits, Optuna tuning with --trials, refit, patient-level bootstrap) for "
+    "features, shared splits, Optuna tuning with --trials, or --head-trials on the tasks that train a neural "
+    "head (report generation, localisation, segmentation; segmentation keeps to its linear head), refit, "
+    "patient-level bootstrap) for "
     f"`{TOP}` (ground truth), the registered baselines (`hu-histogram`, `thumbnail`) and `{BOTTOM}` "
     "(seeded noise).\n\n"
     "The ladder holds on a task when, on its main metric: the oracle's 95% CI lies entirely on the better "
@@ -33,16 +37,19 @@ def _cell(r: Rung, mark: bool = False) -> str:
 
 
 def table_rows(checks: list[TaskCheck]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the self-test table: task, metric, one column per rung, verdict."""
+    """Header and rows of the self-test table: task, metric, budget (trials and task options), one
+    column per rung, verdict."""
     models = list(dict.fromkeys(r.model for c in checks for r in c.rungs))
-    header = ["task", "main metric", *models, "ladder"]
+    header = ["task", "main metric", "budget", *models, "ladder"]
     rows = []
     for c in checks:
         by = {r.model: r for r in c.rungs}
         arrow = "higher" if c.direction == "maximize" else "lower"
         marks = {r.model: r.model not in (TOP, BOTTOM) and BOTTOM in by and clearly_above(r, by[BOTTOM], c.direction)
                  for r in c.rungs}
-        rows.append([c.task, f"{c.metric} ({arrow} is better)",
+        budget = ("no tuning" if c.trials == 0 else f"{c.trials} trial{'s' if c.trials != 1 else ''}") + "".join(
+            f", --{k.replace('_', '-')} {v}" for k, v in c.options.items())
+        rows.append([c.task, f"{c.metric} ({arrow} is better)", budget,
                      *(_cell(by[m], marks[m]) if m in by else "" for m in models),
                      "holds" if c.passed else "FAILS: " + "; ".join(c.problems)])
     return header, rows
@@ -69,7 +76,11 @@ def selftest_command(
                                        "on a --dataset whose card has a task of it)"),
     dataset: str = typer.Option("phantom", "--dataset", "-d", help="'phantom' or a folder written by "
                                                                     "`ctbench datasets phantom`"),
-    trials: int = typer.Option(DEFAULT_TRIALS, "--trials", min=1, help="Optuna trials per run (same for every rung)"),
+    trials: int = typer.Option(DEFAULT_TRIALS, "--trials", min=1,
+                               help="Optuna trials per run on classification, regression, survival (same for every rung)"),
+    head_trials: Optional[int] = typer.Option(
+        None, "--head-trials", min=1, help="Optuna trials per run on the tasks that train a neural head (default: "
+        + ", ".join(f"{k} {v}" for k, v in HEAD_TRIALS.items()) + ")"),
     n_boot: int = typer.Option(DEFAULT_BOOTSTRAP, "--bootstrap", min=10, help="bootstrap resamples"),
     seed: int = typer.Option(0, "--seed", help="seed of tuning, probes and bootstrap"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (task heads)"),
@@ -95,7 +106,8 @@ def selftest_command(
 
     categories = [c.strip() for item in (category or []) for c in item.split(",") if c.strip()]
     with stage_display(err) as progress:  # the running model's stages, as `ctbench run` shows them
-        checks = selftest(dataset, categories or None, trials=trials, n_boot=n_boot, seed=seed, device=device,
+        checks = selftest(dataset, categories or None, trials=trials, n_boot=n_boot, head_trials=head_trials,
+                          seed=seed, device=device,
                           out=out, models=parse_list(models, "models") if models is not None else None,
                           on_run=on_run, progress=progress)
     print_table(Console(), checks)

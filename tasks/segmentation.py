@@ -63,7 +63,7 @@ from ctbench.bootstrap import MetricFn
 from ctbench.datasets import TaskSpec
 from ctbench.errors import CTBenchError
 from ctbench.registry import register_task
-from ctbench.task import Metric
+from ctbench.task import Metric, TaskOption
 from ctbench.tasks.dense import (
     DenseTask, confusion_counts, label_geometry, labels_to_grid, predict_labels, read_labels, spacing,
 )
@@ -72,6 +72,8 @@ from ctbench.tasks.segmentation_fit import build_training_set, output_grid, pred
 from ctbench.tasks.segmentation_heads import build_head
 from ctbench.tasks.segmentation_scores import layout_metrics, read_layout, structure_names
 from ctbench.threads import single_threaded
+
+ANY_HEAD = "any"  # the --head default: Optuna picks among all heads
 
 HEADS = ("linear", "decoder")
 MAX_FACTOR = 4
@@ -233,9 +235,15 @@ class SegmentationTask(DenseTask):
 
     category = "segmentation"
     probe_modules = ("ctbench.tasks.dense_train", "ctbench.tasks.segmentation_fit", "ctbench.tasks.segmentation_heads")
+    options = (TaskOption("head", str, ANY_HEAD, "head family Optuna may pick: 'any' (the shared search space), "
+                                               "or one of " + ", ".join(repr(h) for h in HEADS) + " only"),)
     _scored_structures: tuple[str, ...] | None = None  # set by the first from_prediction_frame
 
-    def __init__(self, spec, dataset, device: str | None = None) -> None:
+    def __init__(self, spec, dataset, device: str | None = None, head: str | None = None) -> None:
+        self.head = head or ANY_HEAD
+        if self.head != ANY_HEAD and self.head not in HEADS:
+            raise CTBenchError(f"--head {self.head!r} is not a segmentation head; use {ANY_HEAD!r} or one of "
+                               f"{', '.join(HEADS)}")
         if len(spec.targets) != 1:
             raise CTBenchError(f"task {spec.name!r}: segmentation needs one target column holding "
                                f"label-map paths, got {list(spec.targets)}; fix the dataset card")
@@ -252,8 +260,8 @@ class SegmentationTask(DenseTask):
         """Targets are label-map paths (not numbers): each is checked when its mask is read."""
 
     def suggest(self, trial, seed: int) -> dict:
-        """The shared search space (same for every model)."""
-        probe = trial.suggest_categorical("probe", list(HEADS))
+        """The shared search space (same for every model), over the heads ``head`` allows."""
+        probe = trial.suggest_categorical("probe", list(HEADS) if self.head == ANY_HEAD else [self.head])
         params = {
             "probe": probe,
             "lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
@@ -263,6 +271,13 @@ class SegmentationTask(DenseTask):
         if probe == "decoder":
             params["width"] = trial.suggest_categorical("width", [16, 32, 64])
         return params
+
+    def probe_settings(self) -> dict:
+        """The head families searched (recorded; a restricted search gets its own study and results)."""
+        return {"head": self.head}
+
+    def default_probe_settings(self) -> dict:
+        return {"head": ANY_HEAD}
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         with single_threaded():

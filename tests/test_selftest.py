@@ -21,8 +21,8 @@ def test_ladder_holds_on_the_phantom(small_phantom: Path, monkeypatch, capsys, c
     assert code == 0, out + err
     assert "ladder holds on 1 of 1 task(s)" in out
     line = next(x for x in out.splitlines() if x.startswith("classification"))
-    assert "auroc (higher is better)" in line and line.rstrip().endswith("holds")
-    oracle, chance = (float(v) for v in (line.split("better)")[1].split()[0], line.split("] ")[1].split()[0]))
+    assert "auroc (higher is better)  2 trials  " in line and line.rstrip().endswith("holds")
+    oracle, chance = (float(v) for v in (line.split("trials")[1].split()[0], line.split("] ")[1].split()[0]))
     assert oracle > 0.95 and 0.2 < chance < 0.8
     assert (ctbench_home / "selftest" / "phantom-n40" / "classification" / "oracle" / "result.json").is_file()
 
@@ -88,3 +88,58 @@ def test_ladder_models_order() -> None:
             card = Card()
 
         phantom_tasks(DS(), ["regression"])
+
+
+def test_dense_tasks_get_their_budget_and_options(small_phantom: Path, monkeypatch, capsys) -> None:
+    """Tasks training a neural head run with --head-trials (segmentation with its linear head
+    only), the other tasks with --trials; the table states each task's budget."""
+    import ctbench.runner
+    from ctbench.selftest_cli import table_rows
+
+    seen = []
+
+    def fake_run(cfg, progress=None):
+        seen.append(cfg)
+        value = {"oracle": 0.9, "thumbnail": 0.6, "chance": 0.5}[cfg.model]
+        return None, {"task": {"direction": "maximize"},
+                      "metrics": {m: {"value": value, "ci_low": value - 0.05, "ci_high": value + 0.05}
+                                  for m in ("auroc", "r2", "label_recall@5", "dice_macro", "centre_error_mm",
+                                            "finding_f1")}}
+
+    monkeypatch.setattr(ctbench.runner, "run", fake_run)
+    from ctbench.selftest import selftest
+
+    checks = selftest(str(small_phantom), ["classification", "segmentation", "localisation"], trials=3,
+                      head_trials=2, models=["oracle", "thumbnail", "chance"])
+    budget = {(c.task, c.model): (c.trials, c.task_options) for c in seen}
+    assert budget[("classification", "thumbnail")] == (3, {})
+    assert budget[("localisation", "chance")] == (2, {})
+    assert budget[("segmentation", "oracle")] == (2, {"head": "linear"})
+    assert len(seen) == 9
+    header, rows = table_rows(checks)
+    assert header[2] == "budget"
+    assert [r[2] for r in rows] == ["3 trials", "2 trials", "2 trials, --head linear"]
+    checks = selftest(str(small_phantom), ["segmentation", "report-generation", "regression", "retrieval"],
+                      models=["oracle", "chance"])  # default budgets
+    assert [(c.task, c.trials) for c in checks] == [("regression", 20), ("retrieval", 0), ("segmentation", 1),
+                                                     ("report-generation", 3)]
+    assert table_rows(checks)[1][1][2] == "no tuning"
+
+
+def test_segmentation_head_option_restricts_the_search(small_phantom: Path) -> None:
+    import optuna
+
+    from ctbench.datasets import load_dataset_folder
+    from ctbench.tasks.segmentation import SegmentationTask
+
+    ds = load_dataset_folder(small_phantom)
+    spec = ds.card.task("segmentation")
+    task = SegmentationTask(spec, ds, head="linear")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    probes = {task.suggest(study.ask(), 0)["probe"] for _ in range(8)}
+    assert probes == {"linear"}
+    assert task.probe_settings() != task.default_probe_settings()  # its own study and result folder
+    default, study = SegmentationTask(spec, ds), optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert {default.suggest(study.ask(), 0)["probe"] for _ in range(12)} == {"linear", "decoder"}
+    with pytest.raises(CTBenchError, match="not a segmentation head"):
+        SegmentationTask(spec, ds, head="unet")

@@ -38,7 +38,7 @@ def test_oracle_embedding_is_the_manifest_truth(phantom: Path) -> None:
         assert f.embedding.shape == (18,)
         assert f.embedding[:4].tolist() == [2.0 * row[c] - 1 for c in FINDINGS]
         assert f.embedding[4] == 2.0 * row["contrast"] - 1
-        assert f.embedding[5] == pytest.approx(0.5 * (row["liver_volume_ml"] - 400) / 65, abs=1e-5)
+        assert f.embedding[5] == pytest.approx(0.5 * (row["liver_volume_ml"] - 400) / 180, abs=1e-5)
         assert f.embedding[6] == pytest.approx(0.5 * (np.log1p(row["lesion_burden_ml"]) - 1), abs=1e-4)
         assert f.embedding[7] == pytest.approx(0.5 * (row["lesion_burden_ml"] / 10 - 1), abs=1e-4)
 

@@ -83,7 +83,7 @@ def test_random_tokens_stay_near_chance(small_phantom, tmp_path, monkeypatch):
     test = manifest[manifest["split"] == "test"][cols].dropna().to_numpy()
     baseline = mean_centre_error(test, np.broadcast_to(fit, test.shape))
     err = noise["metrics"]["centre_error_mm"]["value"]
-    assert 3 * CELL_MM < err < baseline
+    assert 2 * CELL_MM < err < baseline  # two cells off on average (the oracle lands within one)
     assert noise["metrics"]["hit_rate_10mm"]["value"] <= 0.25
 
 
