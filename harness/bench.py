@@ -48,6 +48,8 @@ class Cell:
     seconds: float = 0.0
     main_metric: str | None = None
     value: float | None = None
+    probe: str | None = None  # the probe family and feature view of the cell (None: the task's own probe)
+    view: str | None = None
 
 
 @dataclass
@@ -55,6 +57,7 @@ class BenchReport:
     """Every cell of the grid, in run order."""
 
     cells: list[Cell] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # probe/view pairs `--probe all` / `--view all` skipped
 
     def count(self, status: Status) -> int:
         return sum(c.status == status for c in self.cells)
@@ -111,7 +114,7 @@ def task_options_tag(dataset: Dataset, cfg: RunConfig) -> str | None:
 
 
 def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_version: str, trials: int,
-                  protocol_version: str = PROTOCOL_VERSION) -> bool:
+                  protocol_version: str = PROTOCOL_VERSION, probe: str | None = None) -> bool:
     """True when ``path`` holds a valid result for the same training fraction, split hash,
     dataset version, trial budget (``trials``; results that tuned nothing have none) and
     protocol version: a result of another dataset folder with the same name, of an older
@@ -128,7 +131,17 @@ def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_ve
     return (existing.config.train_fraction == train_fraction and existing.split.hash == split_hash
             and existing.task.dataset_version == dataset_version
             and existing.protocol_version == protocol_version
-            and (existing.probe is None or existing.trials_budget == trials))
+            and (existing.probe is None or (existing.trials_budget == trials
+                                            and _same_family(getattr(existing.probe, "family", None), probe))))
+
+
+def _same_family(recorded: str | None, wanted: str | None) -> bool:
+    """Whether a result's probe family is the cell's. A result written before families were
+    recorded counts as the default cell's (no ``--probe``): grids are not re-run on upgrade, and
+    boards keep it in a table of its own (family ``default``)."""
+    from .probes import DEFAULT_FAMILY
+
+    return recorded == wanted or (recorded is None and wanted == DEFAULT_FAMILY)
 
 
 def bench(
@@ -150,6 +163,8 @@ def bench(
     runner: Callable | None = None,
     precision: str | None = None,
     model_options: dict | None = None,
+    probe: str | None = None,
+    view: str | None = None,
 ) -> BenchReport:
     """Run every (model, task) of the grid into ``out`` (default ``$CTBENCH_HOME/results``).
 
@@ -157,7 +172,11 @@ def bench(
     ``result_dir(out, dataset, task, model, weights_tag, seed, train_fraction, opts)`` (``opts``:
     the runner's ``opts<hash>`` for non-default task options), which is also where existing
     results are looked for; one counts as done only for the same training fraction, split hash,
-    dataset version, trial budget and protocol version.
+    dataset version, trial budget and protocol version (and probe family).
+
+    ``probe`` / ``view`` (``--probe``, ``--view``; ``all`` expands) make a cell per probe family
+    and feature view of each (model, task) (:func:`ctbench.runner.probe_runs`); pairs ``all``
+    skipped are listed in the report's ``notes``.
     """
     from .datasets import open_dataset
     from .runner import RunConfig
@@ -175,24 +194,50 @@ def bench(
     root = Path(out).expanduser() if out else home() / "results"
     check_output_folders(out, studies=storage is None)  # before any cell, not after the grid
     emit = progress or (lambda event: None)
-    grid = [(m, t) for m in models for t in names]
     report, tags, split = BenchReport(), {}, ds.split_hash()
+    grid = _probe_grid(base, models, names, ds, probe, view, report)
     opts: dict[str, str | None | CTBenchError] = {}
     for name in names:  # per task, as the runner will see it; an error fails that task's cells only
         try:
             opts[name] = task_options_tag(ds, dataclasses.replace(base, task=name))
         except CTBenchError as e:
             opts[name] = e
-    for i, (model, task) in enumerate(grid):
+    for i, (cfg, failure) in enumerate(grid):
+        model, task = cfg.model, cfg.task
         emit(BenchEvent("start", i, len(grid), model, task))
         on_stage = _stage_reporter(emit, i, len(grid), model, task)
         started = time.perf_counter()
-        cell = _run_cell(dataclasses.replace(base, model=model, task=task), root, ds, overwrite,
-                         tags, opts[task], runner or default_runner, on_stage, split)
+        cell = (Cell(model, task, "failed", error=failure) if failure else
+                _run_cell(cfg, root, ds, overwrite, tags, opts[task], runner or default_runner, on_stage, split))
+        cell.probe, cell.view = cfg.probe, cfg.view
         cell.seconds = time.perf_counter() - started
         report.cells.append(cell)
         emit(BenchEvent("end", i, len(grid), model, task, status=cell.status))
     return report
+
+
+def _probe_grid(base: RunConfig, models: Sequence[str], tasks: Sequence[str], ds: Dataset, probe: str | None,
+                view: str | None, report: BenchReport) -> list[tuple[RunConfig, str | None]]:
+    """The grid's cells in run order, one per (model, task, probe family and view), each with the
+    error that fails it before it runs (an unknown model, a family its category lacks); pairs
+    ``all`` skipped go to ``report.notes``."""
+    from .runner import probe_runs
+
+    cells: list[tuple[RunConfig, str | None]] = []
+    for model in models:
+        for task in tasks:
+            cfg = dataclasses.replace(base, model=model, task=task, probe=probe, view=view)
+            if probe is None and view is None:
+                cells.append((cfg, None))
+                continue
+            try:
+                configs, skipped = probe_runs(cfg, ds)
+            except CTBenchError as e:
+                cells.append((cfg, str(e)))
+                continue
+            report.notes += [f"{model} on {task}: skipped {line}" for line in skipped]
+            cells += [(c, None) for c in configs]
+    return cells
 
 
 def _stage_reporter(emit: Callable[[BenchEvent], None], i: int, total: int, model: str,
@@ -227,13 +272,26 @@ def _run_cell(cfg: RunConfig, root: Path, ds: Dataset, overwrite: bool, tags: di
         from .runner import run_options_tag
 
         path = result_file(cfg, root, ds.card.name, tag, run_options_tag(opts, cfg))  # + model options
-        if not overwrite and _already_done(path, cfg.train_fraction, split, ds.card.version, cfg.trials):
+        if not overwrite and _already_done(path, cfg.train_fraction, split, ds.card.version, cfg.trials,
+                                           probe=_family(cfg, ds)):
             return Cell(cfg.model, cfg.task, "skipped", path)
         written, result = runner(dataclasses.replace(cfg, out=str(path.parent)), progress=on_stage)
     except CTBenchError as e:
         return Cell(cfg.model, cfg.task, "failed", error=str(e))
     main = result["task"]["main_metric"]
     return Cell(cfg.model, cfg.task, "done", Path(written), main_metric=main, value=result["metrics"][main]["value"])
+
+
+def _family(cfg: RunConfig, ds: Dataset) -> str | None:
+    """The probe family a cell's result records: its own, or the category's default (``linear``)
+    for a global task run without ``--probe``, ``None`` for a task with its own probe."""
+    if cfg.probe is not None:
+        return cfg.probe
+    from .probe_choice import families_of
+    from .probes import DEFAULT_FAMILY
+    from .registry import TASKS
+
+    return DEFAULT_FAMILY if families_of(TASKS.get(ds.card.task(cfg.task).category)) else None
 
 
 def bench_command(
@@ -257,6 +315,10 @@ def bench_command(
                                                  "that of its official code)"),
     model_option: list[str] = typer.Option([], "--model-option",
                                            help="KEY=VALUE adapter option for every model, repeatable"),
+    probe: Optional[str] = typer.Option(None, "--probe", help="probe family for every global task: linear | knn | "
+                                        "mlp | attentive | all (default linear); a cell per family and view"),
+    view: Optional[str] = typer.Option(None, "--view", help="feature view: cls | mean | cls+mean | tokens | all "
+                                       "(default: each family's own)"),
 ) -> None:
     """Run a models x tasks grid with one progress view; existing results are skipped."""
     from rich.console import Console
@@ -268,7 +330,7 @@ def bench_command(
         report = bench(parse_list(models, "models"), parse_list(tasks, "tasks"), dataset, weights, trials, seed,
                        out, overwrite, device, variant, storage, n_boot, strict, train_fraction,
                        progress=progress, precision=check_precision(precision),
-                       model_options=parse_model_options(model_option))
+                       model_options=parse_model_options(model_option), probe=probe, view=view)
     _print_report(Console(), report)
     if report.failed:
         raise typer.Exit(1)
@@ -319,7 +381,10 @@ def _print_report(console: Console, report: BenchReport) -> None:
     title = (f"ctbench bench: {report.count('done')} run, {report.count('skipped')} skipped, "
              f"{report.count('failed')} failed")
     header = ("model", "task", "status", "main metric", "seconds", "result / error")
-    rows = [[c.model, c.task, c.status, "" if c.value is None else f"{c.main_metric} {c.value:.3f}",
-             f"{c.seconds:.1f}", c.error or str(c.path or "")] for c in report.cells]
+    rows = [[c.model, c.task + (f" ({c.probe} on {c.view})" if c.probe else ""), c.status,
+             "" if c.value is None else f"{c.main_metric} {c.value:.3f}", f"{c.seconds:.1f}",
+             c.error or str(c.path or "")] for c in report.cells]
     colours = {"done": "green", "skipped": "cyan", "failed": "red"}
     print_listing(console, title, header, rows, lambda i, v: f"[{colours[v]}]{v}[/]" if i == 2 else v)
+    for note in report.notes:  # probe/view pairs a model or category cannot serve
+        console.print(note, markup=False, highlight=False, soft_wrap=True)

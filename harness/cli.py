@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -34,6 +35,10 @@ def _global_options(
 
 PRECISION_HELP = ("fp32 | bf16: the encoder's forward precision (default: the model's, that of its official "
                   "code; bf16 autocast is faster on GPUs but not the official features); recorded in results")
+PROBE_HELP = ("probe family: linear | knn | mlp | attentive | all (default linear; classification, regression "
+              "and survival tasks); each family and view is its own result, never ranked with another")
+VIEW_HELP = ("feature view: cls | mean | cls+mean | tokens | all (default: the family's own, tokens for attentive, "
+             "else cls; mean and tokens need a model with a token grid)")
 MODEL_OPTION_HELP = ("KEY=VALUE adapter option, repeatable (e.g. hu_window=dicom for voxelfm, "
                      "tokens=pre-quantisation for ct-clip; see docs/adding-a-model.md); recorded in results")
 
@@ -137,19 +142,29 @@ def run(
                                          help="nested share of training patients (label efficiency)"),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     model_option: list[str] = typer.Option([], "--model-option", help=MODEL_OPTION_HELP),
+    probe: Optional[str] = typer.Option(None, "--probe", help=PROBE_HELP),
+    view: Optional[str] = typer.Option(None, "--view", help=VIEW_HELP),
 ) -> None:
-    """Run one model on one task and print its test metrics with 95% CIs."""
+    """Run one model on one task and print its test metrics with 95% CIs (one table per probe)."""
     from .devices import check_precision
     from .model_options import parse_model_options
-    from .runner import RunConfig, run as run_one
+    from .runner import RunConfig, probe_runs, run as run_one
 
     options = _task_options(ctx, dataset, task)  # the task category's own flags, if any
     cfg = RunConfig(model, task, dataset, weights, trials, seed, device, out, strict, variant, storage, n_boot,
                     train_fraction, task_options=options, precision=check_precision(precision),
-                    model_options=parse_model_options(model_option))
-    with stage_display(err) as progress:
-        path, result = run_one(cfg, progress=progress)
-    _print_result(result, path)
+                    model_options=parse_model_options(model_option), probe=probe, view=view)
+    configs, skipped = probe_runs(cfg) if probe is not None or view is not None else ([cfg], [])
+    for line in skipped:
+        print_whole(err, f"skipped {line}", markup=False)
+    for one in configs:
+        if len(configs) > 1 and out:  # one folder per probe: the pair's suffix under --out
+            from .probe_choice import ProbeChoice
+
+            one.out = str(Path(out) / (ProbeChoice(one.probe, one.view).tag or "linear-cls"))
+        with stage_display(err) as progress:
+            path, result = run_one(one, progress=progress)
+        _print_result(result, path)
 
 
 @app.command()
@@ -228,7 +243,9 @@ def _print_result(result: dict, path) -> None:
     w = result["model"]["weights"]
     label = "random-init control" if w["random_init"] else f"weights {w['sha256'][:12]}"
     t = result["task"]
-    table = Table(title=f"{result['model']['name']} ({label}) on {t['dataset']}/{t['name']}")
+    probe = result.get("probe") or {}
+    fitted = f", probe {probe['family']} on {probe['view']}" if probe.get("family") else ""
+    table = Table(title=f"{result['model']['name']} ({label}) on {t['dataset']}/{t['name']}{fitted}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")

@@ -41,6 +41,7 @@ from .probe_fit import FIT_ERRORS, fit_quietly
 from .errors import CTBenchError
 from .study import describe
 from .task import ProbeTask
+from .tuning_curve import trial_seconds
 
 N_PROBE_SEEDS = 3
 HEARTBEAT_INTERVAL_S = 60  # a running trial records a heartbeat this often (database storages)
@@ -268,11 +269,13 @@ def tune(
             trial.set_user_attr("surplus", True)
             raise _Surplus
         params = task.suggest(trial, seed)
+        started = time.perf_counter()
         try:
             fit = fit_quietly(task, params, train.X, train.y, val.X, [seed])
         except FIT_ERRORS as e:
             trial.set_user_attr("failure", f"{type(e).__name__}: {e}"[:300])
             raise _ProbeFailed from e
+        trial.set_user_attr("fit_s", time.perf_counter() - started)  # fit + validation predictions
         trial.set_user_attr("convergence_warnings", fit.convergence_warnings)
         try:
             value = float(metric(val.y, fit.predictions))
@@ -322,6 +325,8 @@ class TuningRecord:
     failed: int  # probe fits that failed (not counted in the budget)
     failures: list[str]  # their distinct reasons (at most 5)
     convergence_warnings: dict[int, int]  # trial number -> warnings, trials with any
+    values: list[float]  # validation scores of the budget's trials, in trial-number order
+    fit_s: list[float | None]  # their fit seconds (:func:`ctbench.tuning_curve.trial_seconds`)
 
 
 def tuning_record(study: optuna.Study, trials: int) -> TuningRecord:
@@ -333,7 +338,10 @@ def tuning_record(study: optuna.Study, trials: int) -> TuningRecord:
               and t.number not in retried]
     reasons = list(dict.fromkeys(t.user_attrs["failure"] for t in failed))[:5]
     warned = {t.number: int(t.user_attrs.get("convergence_warnings", 0)) for t in budget}
-    return TuningRecord(len(budget), len(failed), reasons, {k: v for k, v in warned.items() if v})
+    return TuningRecord(len(budget), len(failed), reasons, {k: v for k, v in warned.items() if v},
+                        [float(t.value) for t in budget],
+                        [trial_seconds(t.user_attrs.get("fit_s"), t.datetime_start, t.datetime_complete)
+                         for t in budget])
 
 
 def run_probe(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .task import ProbeTask
 
-SHARED_MODULES = ("ctbench.engine", "ctbench.probe_fit", "ctbench.probes", "ctbench.task", "ctbench.bootstrap")
+SHARED_MODULES = ("ctbench.engine", "ctbench.probe_fit", "ctbench.probes", "ctbench.probe_attentive", "ctbench.views",
+                  "ctbench.family_task", "ctbench.task", "ctbench.bootstrap")
 
 
 def probe_modules(task: ProbeTask) -> list[str]:

@@ -19,6 +19,7 @@ from .registry import MODELS
 from .run_config import RunConfig
 from .study import redact
 from .task import Task
+from .tuning_curve import fit_seconds, tuning_curve
 
 
 @dataclass
@@ -55,6 +56,11 @@ def probe_section(out: ProbeOutcome, cfg: RunConfig, task: Any, train: Split, va
         # the estimator's own penalty for the shared families' dimension-free parameters
         "effective_penalty": effective(out.best_params, train.X.shape[1]) if train.X.ndim == 2 else {},
         "code": code,
+        # the probe family and feature view (ctbench.probe_choice); None: the task's own probe
+        "family": cfg.probe, "view": cfg.view,
+        # validation value against trials spent, and what each trial cost (ctbench.tuning_curve)
+        "tuning_curve": tuning_curve(out.tuning.values, task.direction),
+        "trial_fit_s": fit_seconds(out.tuning.fit_s),
     }
 
 

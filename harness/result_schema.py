@@ -21,7 +21,9 @@ Version history
   1 (absent in older files of the same version): ``task.dataset_collections``,
   ``timings.cases_recovered``, ``warnings``, ``artifacts``, ``config.task_options``,
   ``model.adapter``, ``model.precision``, ``model.options``, ``model.settings``,
-  ``model.weights.revision``, ``config.precision``, ``config.model_options``. Local paths (``config``, ``model.weights.path``, storages) are recorded
+  ``model.weights.revision``, ``config.precision``, ``config.model_options``,
+  ``probe.tuning_curve``, ``probe.trial_fit_s``, ``probe.family``, ``probe.view``,
+  ``config.probe``, ``config.view``. Local paths (``config``, ``model.weights.path``, storages) are recorded
   portably since ``model.adapter`` came in (:mod:`ctbench.portable`); older files may hold
   absolute paths.
 """
@@ -116,6 +118,10 @@ class CardInfo(_Open):
     input: CardInput | None = None
     weights: CardWeights | None = None
     parity: dict[str, Any] | None = None  # ParityFacts: official reference, fixture, tolerance, date
+    group: str | None = None  # paper | newer | baseline | other (absent in older files)
+    weights_access: str | None = None  # public | gated | none
+    non_commercial: bool | None = None
+    seed_conditioned: bool | None = None  # features computed around a manifest seed point (ctbench.seeds)
 
 
 class WeightsInfo(_Open):
@@ -207,6 +213,8 @@ class ConfigInfo(_Open):
     task_options: dict[str, Any] = {}
     precision: str | None = None  # --precision as given (None: the model's default)
     model_options: dict[str, Any] = {}  # --model-option values as given
+    probe: str | None = None  # the probe family this result fitted (None: the task's own probe)
+    view: str | None = None  # the feature view it read
 
     @field_validator("train_fraction", mode="before")
     @classmethod
@@ -218,6 +226,22 @@ class ConvergenceWarnings(_Open):
     tuning: int = 0  # warnings over all tuning trials
     per_trial: dict[str, int] = {}  # trial number -> warnings
     refit: int = 0
+
+
+class TuningCurve(_Open):
+    """Validation main metric against trials spent (:mod:`ctbench.tuning_curve`), index n-1 = n
+    trials, over the budget's completed trials in trial-number order."""
+
+    best_so_far: list[float] = Field(description="best validation value among the first n trials")
+    expected_max: list[float] = Field(description="expected best of n trials drawn with replacement from the "
+                                                  "budget's values (Dodge et al. 2019); minimum when minimising")
+
+
+class TrialFitSeconds(_Open):
+    """Probe fit time per tuning trial (fit on train + validation predictions)."""
+
+    per_trial: list[float | None] = Field(description="seconds per budget trial, trial-number order (null: unknown)")
+    median: float | None = Field(default=None, description="median of the known per-trial seconds")
 
 
 class ProbeInfo(_Open):
@@ -243,6 +267,10 @@ class ProbeInfo(_Open):
     convergence_warnings: ConvergenceWarnings | None = None
     effective_penalty: dict[str, float] = {}
     code: str | None = None  # hash of the probe code (ctbench.probe_code)
+    family: str | None = None  # probe family (linear, knn, mlp, attentive); absent in older files, None: own probe
+    view: str | None = None  # feature view (cls, mean, cls+mean, tokens); absent in older files
+    tuning_curve: TuningCurve | None = None  # absent in older files
+    trial_fit_s: TrialFitSeconds | None = None  # absent in older files
 
 
 class BootstrapInfo(_Open):

@@ -26,3 +26,7 @@ class RunConfig:
     task_options: dict[str, Any] = field(default_factory=dict)  # given options only, e.g. {"beam": 2}
     precision: str | None = None  # fp32 | bf16; None: the model's default (its official code's precision)
     model_options: dict[str, Any] = field(default_factory=dict)  # given adapter options, e.g. {"hu_window": "dicom"}
+    # probe family (linear | knn | mlp | attentive | all) and feature view (cls | mean | cls+mean | tokens |
+    # all); None: the category's default, linear on cls (ctbench.probe_choice). One run fits one pair.
+    probe: str | None = None
+    view: str | None = None

@@ -8,6 +8,7 @@ This module orchestrates; configuration (:mod:`ctbench.run_config`), task option
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from .engine import Split, run_probe
 from .errors import CTBenchError
 from .extract import extract
 from .paths import home
+from .probe_choice import ALL, ProbeChoice, families_of, loads_tokens, resolve
 from .probe_code import probe_code_hash
 from .registry import MODELS, TASKS
 from .result_assembly import Scored, assemble, probe_section
@@ -32,7 +34,8 @@ from .task import EvalTask, ProbeTask
 from .model_options import encoder_kwargs, model_options_tag
 from .task_options import options_tag, task_kwargs
 
-__all__ = ["RunConfig", "run", "build_encoder", "train_subset", "options_tag", "task_kwargs", "study_name"]
+__all__ = ["RunConfig", "run", "run_all", "probe_runs", "build_encoder", "train_subset", "options_tag", "task_kwargs",
+           "study_name"]
 
 Progress = Callable[[str, int, int], None]
 Tick = Callable[[str], Callable[[int, int], None]]  # stage -> its (done, total) callback
@@ -53,12 +56,27 @@ def build_encoder(name: str, weights: str, device: str, variant: str | None, pre
 
 
 def run_options_tag(task_opts: str | None, cfg: RunConfig) -> str | None:
-    """The result folder's options suffix: the task's ``opts<hash>`` and the model's
-    ``model<hash>`` (non-default precision or adapter options), ``-``-joined; ``None`` for defaults."""
+    """The result folder's options suffix: the probe's ``<family>-<view>`` (any but the default,
+    ``linear`` on ``cls``; ``cfg`` must name one pair, see :func:`probe_runs`), the task's
+    ``opts<hash>`` and the model's ``model<hash>`` (non-default precision or adapter options),
+    ``-``-joined; ``None`` for defaults."""
     model_opts = None
     if cfg.precision is not None or cfg.model_options:  # defaults: no need to look the model up
         model_opts = model_options_tag(MODELS.get(cfg.model), cfg.precision, cfg.model_options)
-    return "-".join(t for t in (task_opts, model_opts) if t) or None
+    one_pair = cfg.probe not in (None, ALL) and cfg.view not in (None, ALL)
+    probe = ProbeChoice(cfg.probe, cfg.view).tag if one_pair else None
+    return "-".join(t for t in (probe, task_opts, model_opts) if t) or None
+
+
+def probe_runs(cfg: RunConfig, dataset: Dataset | None = None) -> tuple[list[RunConfig], list[str]]:
+    """``cfg`` as one config per probe family and feature view it asks for (``--probe`` /
+    ``--view``, ``all`` expanded; :func:`ctbench.probe_choice.resolve`), each naming its pair
+    (``probe``/``view`` None: a task with its own probe), and a line per pair ``all`` skipped."""
+    dataset = dataset or open_dataset(cfg.dataset)
+    spec = dataset.card.task(cfg.task)
+    choices, skipped = resolve(TASKS.get(spec.category), MODELS.get(cfg.model).card, cfg.probe, cfg.view, cfg.model,
+                               spec.name)
+    return [dataclasses.replace(cfg, probe=c.family, view=c.view) for c in choices], skipped
 
 
 def _split(task, dataset: Dataset, rows: pd.DataFrame, feats: dict, name: str) -> Split:
@@ -110,6 +128,14 @@ def _probe(task: ProbeTask, dataset: Dataset, rows, ex, cfg: RunConfig, study: s
     )
 
 
+def _require_tokens(ex, cfg: RunConfig) -> None:
+    """Refuse a token view when the cached features of a case hold no token grid."""
+    missing = [c for c, f in ex.features.items() if f.tokens is None]
+    if missing:
+        raise CTBenchError(f"model {cfg.model!r} gave no token grid for case {missing[0]!r} ({len(missing)} of "
+                           f"{len(ex.features)} cases): the {cfg.view!r} view needs tokens; use --view cls")
+
+
 def _evaluate(task: EvalTask, rows: pd.DataFrame, ex, cfg: RunConfig, tick: Tick) -> Scored:
     part = rows[rows["case_id"].isin(list(ex.features))]
     emb = np.stack([ex.features[c].embedding for c in part["case_id"]])
@@ -155,8 +181,16 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
 
     check_output_folders(cfg.out, studies=cfg.storage is None and not isinstance(task, EvalTask))
     device = resolve_device(cfg.device)
+    choices, _ = resolve(task, MODELS.get(cfg.model).card, cfg.probe, cfg.view, cfg.model, spec.name)
+    if len(choices) != 1:
+        raise CTBenchError(f"--probe {cfg.probe} --view {cfg.view} asks for {len(choices)} probes on task "
+                           f"{spec.name!r}; ctbench run and ctbench bench run each (runner.run_all)")
+    choice = choices[0]
+    cfg = dataclasses.replace(cfg, probe=choice.family, view=choice.view)  # the pair, recorded in the result
+    if families_of(task):
+        task.use_probe(choice.family, choice.view, device)
     opts = options_tag(task)
-    run_opts = run_options_tag(opts, cfg)  # task and model options: study and result folder
+    run_opts = run_options_tag(opts, cfg)  # probe, task and model options: study and result folder
     built = tick("model")
     built(0, 1)
     encoder = build_encoder(cfg.model, cfg.weights, device, cfg.variant, cfg.precision, cfg.model_options)
@@ -165,8 +199,11 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     manifest = dataset.manifest
     usable = task.usable(manifest)
     rows = manifest[usable]
-    ex = extract(encoder, cfg.model, dataset, rows, tokens=task.uses_tokens, strict=cfg.strict,
-                 progress=tick("extract"), on_read=tick("read"), on_load=tick("features"))
+    ex = extract(encoder, cfg.model, dataset, rows, tokens=task.uses_tokens or loads_tokens(choice),
+                 strict=cfg.strict, progress=tick("extract"), on_read=tick("read"), on_load=tick("features"),
+                 targets=spec.targets, task_name=f"task {spec.name!r}")  # a seed-conditioned model: ctbench.seeds
+    if loads_tokens(choice):
+        _require_tokens(ex, cfg)
 
     wsha = encoder.weights_ref.sha256
     model_tag = cfg.model + (f"-{cfg.variant}" if cfg.variant else "")
@@ -174,10 +211,12 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
         scored = _evaluate(task, rows, ex, cfg, tick)
     else:
         code = probe_code_hash(task)
+        pair = f"{choice.family}/{choice.view}" if choice.family else None
         study = study_name(dataset, spec, model_tag, wsha, encoder.preprocessing_id, cfg.seed, cfg.train_fraction,
-                           run_opts, code)
+                           run_opts, code, pair)
         attrs = study_attributes(dataset, spec, cfg.model, cfg.variant, wsha, encoder.preprocessing_id, cfg.seed,
-                                 cfg.train_fraction, run_opts, code, probe_families(task, cfg.seed))
+                                 cfg.train_fraction, run_opts, code, probe_families(task, cfg.seed), choice.family,
+                                 choice.view)
         scored = _probe(task, dataset, rows, ex, cfg, study, code, tick, attrs)
 
     weights_tag = "random" if encoder.weights_ref.is_random else wsha[:12]
@@ -191,3 +230,14 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     path = write_result(folder, result, scored.predictions)
     written(1, 1)
     return path, result
+
+
+def run_all(cfg: RunConfig, progress: Progress | None = None,
+            on_skip: Callable[[str], None] | None = None) -> list[tuple[Path, dict]]:
+    """:func:`run` once per probe family and view ``cfg`` asks for (:func:`probe_runs`); each
+    skipped pair is reported to ``on_skip``. Features are extracted once: later runs read the cache."""
+    configs, skipped = probe_runs(cfg)
+    for line in skipped:
+        if on_skip is not None:
+            on_skip(line)
+    return [run(c, progress=progress) for c in configs]

@@ -3,13 +3,14 @@
 A study's name reads like a result folder, ``dataset/task/model/weights/seed0-frac1-<hash>``,
 so a user finds it in optuna-dashboard; the 16-hex ``<hash>`` covers everything that defines
 the search (:func:`study_key`: dataset and version, task and version, model, full weights hash,
-preprocessing, split hash, seed, training fraction, protocol version, probe code, task options),
+preprocessing, split hash, seed, training fraction, protocol version, probe code, task options,
+probe family and feature view),
 so runs that must not share trials never do, whatever the readable part shows. The readable
 parts come from dataset cards and model names (untrusted): each is slugified and capped, and
 the hash is computed from the raw names, so names that slugify alike still get different studies.
 
 The study also carries user attributes (model, variant, weights, task, category, dataset and
-version, split hash, protocol version, probe families, budget, ...) and the name of its metric,
+version, split hash, protocol version, probe families, probe family and view, budget, ...) and the name of its metric,
 the task's main metric, which is what optuna-dashboard shows.
 """
 
@@ -34,21 +35,25 @@ BUDGET = "budget"
 
 
 def study_key(dataset: Dataset, spec: TaskSpec, model_tag: str, weights_sha: str, preprocessing_id: str,
-              seed: int, train_fraction: float, opts: str | None = None, code: str = "") -> str:
+              seed: int, train_fraction: float, opts: str | None = None, code: str = "",
+              probe: str | None = None) -> str:
     """Everything that defines a run's search, ``|``-joined: the protocol version and ``code``
     (:func:`ctbench.probe_code.probe_code_hash`) included, so trials of older probe code never mix
-    with new ones; ``opts``, the run's options tag (a task's ``opts<8 hex>``, a model's
-    ``model<8 hex>``: :func:`ctbench.runner.run_options_tag`), only for non-default options."""
+    with new ones; ``opts``, the run's options tag (a probe's ``<family>-<view>``, a task's
+    ``opts<8 hex>``, a model's ``model<8 hex>``: :func:`ctbench.runner.run_options_tag`), only for
+    non-default options; ``probe``, the run's ``<family>/<view>`` (every family and view, the default
+    included, tunes in a study of its own)."""
     parts = [dataset.card.name, dataset.card.version, spec.name, spec.version, model_tag, weights_sha[:16],
              preprocessing_id, dataset.split_hash()[:16], f"seed{seed}", f"frac{train_fraction:g}",
              f"protocol{PROTOCOL_VERSION}", f"code{code}"]
-    return "|".join(parts + ([opts] if opts else []))
+    return "|".join(parts + ([opts] if opts else []) + ([f"probe{probe}"] if probe else []))
 
 
 def study_name(dataset: Dataset, spec: TaskSpec, model_tag: str, weights_sha: str, preprocessing_id: str,
-               seed: int, train_fraction: float, opts: str | None = None, code: str = "") -> str:
+               seed: int, train_fraction: float, opts: str | None = None, code: str = "",
+               probe: str | None = None) -> str:
     """``dataset/task/model/weights/seed<n>-frac<f>[-<opts>]-<16 hex of study_key>``."""
-    key = study_key(dataset, spec, model_tag, weights_sha, preprocessing_id, seed, train_fraction, opts, code)
+    key = study_key(dataset, spec, model_tag, weights_sha, preprocessing_id, seed, train_fraction, opts, code, probe)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     run = f"seed{seed}-frac{train_fraction:g}" + (f"-{opts}" if opts else "")
     readable = [dataset.card.name, spec.name, model_tag, weights_tag(weights_sha), run]
@@ -66,7 +71,7 @@ def _part(name: str) -> str:
 
 def study_attributes(dataset: Dataset, spec: TaskSpec, model: str, variant: str | None, weights_sha: str,
                      preprocessing_id: str, seed: int, train_fraction: float, opts: str | None, code: str,
-                     families: list[str]) -> dict[str, Any]:
+                     families: list[str], family: str | None = None, view: str | None = None) -> dict[str, Any]:
     """What a study records about itself (Optuna user attributes, shown by optuna-dashboard):
     the run it belongs to and the protocol that makes its trials comparable. The budget is added
     by the engine (:func:`describe`)."""
@@ -75,7 +80,8 @@ def study_attributes(dataset: Dataset, spec: TaskSpec, model: str, variant: str 
         "task": spec.name, "task_version": spec.version, "category": spec.category,
         "main_metric": spec.main_metric, "dataset": dataset.card.name, "dataset_version": dataset.card.version,
         "split_hash": dataset.split_hash(), "protocol_version": PROTOCOL_VERSION, "probe_code": code,
-        "probe_families": families, "seed": seed, "train_fraction": train_fraction, "options_tag": opts,
+        "probe_families": families, "probe_family": family, "probe_view": view, "seed": seed,
+        "train_fraction": train_fraction, "options_tag": opts,
     }
 
 

@@ -7,6 +7,11 @@ span several of these gets one table each (never one mixed ranking); the table w
 options, then the most models, then the newest counts towards mean ranks and the others carry a
 note saying how they differ from it. One model is better than another when the paired bootstrap
 95% interval of their difference, oriented so that positive is better, lies entirely above zero.
+
+Probe families and feature views (:mod:`.families`) are never ranked together either: where a
+table's results used several (family, view), each gets its own ranked table (``Table.probes``)
+and the table itself becomes their summary, each model once with the (family, view) chosen by
+its validation value only; the summary is what counts towards mean ranks and the overview.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ctbench.safe_paths import inside
 
 from .chance import Chance, chance_level
 from .collect import BoardKey, Entry, collect, contamination, row_labels
+from .families import Probe, by_probe, choose, fit_seconds, probe_of, tuning, validation_value
 from .paired import Difference, align, model_draws, paired_difference, same_targets
 from .ranking import RANK_RULE, display_order, mean_ranks, point_ranks, significance_ranks
 from .row_facts import card_facts, failures, is_reference, run_facts
@@ -64,6 +70,15 @@ class Row:
     card: dict[str, Any] = field(default_factory=dict)  # model-card facts (:func:`.row_facts.card_facts`)
     reference: bool = False  # a baseline or control whose card says supervision "none"
     failures: list[str] = field(default_factory=list)  # ``case: reason`` of cases that could not be encoded
+    family: str = "default"  # the probe family and feature view of this row's results (:mod:`.families`)
+    view: str = "cls"
+    validation: float | None = None  # the tuned probe's best validation value (mean over seeds)
+    fit_s: float | None = None  # median probe fit seconds per tuning trial
+    tuning: dict[str, Any] | None = None  # best_so_far / expected_max against trials (mean over seeds)
+
+    @property
+    def probe(self) -> Probe:
+        return Probe(self.family, self.view)
 
 
 @dataclass
@@ -96,6 +111,18 @@ class Table:
     dataset_version: str | None = None
     slug_suffix: str = ""  # ``-2``... where two tables' names would otherwise give one slug
     chance: Chance | None = None  # the main metric's chance level (:mod:`.chance`), None where it has none
+    family: str | None = None  # the (family, view) of every row; None: a summary over ``probes``
+    view: str | None = None
+    probes: list["Table"] = field(default_factory=list)  # one ranked table per (family, view) of a summary
+
+    @property
+    def probe(self) -> Probe | None:
+        return None if self.family is None or self.view is None else Probe(self.family, self.view)
+
+    @property
+    def is_summary(self) -> bool:
+        """True for a table showing each model's validation-chosen (family, view) of ``probes``."""
+        return bool(self.probes)
 
     @property
     def slug(self) -> str:
@@ -145,6 +172,8 @@ class Board:
         out = asdict(self)
         for t, d in zip(self.tables, out["tables"], strict=True):
             d["slug"] = t.slug
+            for sub, sd in zip(t.probes, d["probes"], strict=True):
+                sd["slug"] = sub.slug
         return out
 
 
@@ -161,12 +190,16 @@ def build_board(source: Path | str | list[Entry], n_boot: int = 1000, seed: int 
     for key in sorted(groups, key=BoardKey.sort_key):
         full = [e for e in groups[key] if e.train_fraction == 1.0]
         if full:
-            tables[key] = _table(full, labels, root, n_boot, seed)
+            tables[key] = _probe_tables(full, labels, root, n_boot, seed)
         curve = _curve(groups[key], labels)
         if curve is not None:
             curves[key] = curve
     _mark_primary(list(tables.values()))
     _unique_slugs(list(tables.values()))
+    for t in tables.values():
+        for sub in t.probes:  # a probe's table follows its summary: same standing, slug + probe
+            sub.primary = t.primary
+            sub.slug_suffix = t.slug_suffix + "--" + join_slug(sub.family, sub.view)
     for key, curve in curves.items():
         opts = [key.options_tag] if key.options_tag else []
         curve.slug = tables[key].slug if key in tables else (
@@ -257,7 +290,8 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
             main=cells[k][info.main_metric], metrics=cells[k],
             better_than=[names[j] for j in range(len(names)) if better[i, j]],
             provenance=_row_provenance(es, root), contaminated_by=overlap, card=card_facts(r),
-            reference=is_reference(r), failures=failures(r),
+            reference=is_reference(r), failures=failures(r), family=probe_of(r).family, view=probe_of(r).view,
+            validation=validation_value(es), fit_s=fit_seconds(es), tuning=tuning(es),
         ))
     km = [(k, str(path)) for k, es in rows_in.items() if info.category == "survival"
           for path in [_km_file(es[0].folder)] if path is not None]
@@ -266,6 +300,26 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
                  n_boot, notes=notes, comparisons=comparisons, km=km, options_tag=info.options_tag,
                  options=info.options, trials=first.trials_budget, dataset_version=info.dataset_version,
                  chance=chance_level(info.main_metric, y_test, n_classes, (first.protocol or {}).get("chance")))
+
+
+def _probe_tables(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, seed: int) -> Table:
+    """The table of one board key: ranked as one where every result used one (family, view);
+    else a summary of each model's validation-chosen (family, view), holding one ranked table
+    per (family, view) in ``probes``."""
+    groups = by_probe(entries)
+    tables = {}
+    for probe, es in groups.items():
+        tables[probe] = _table(es, labels, root, n_boot, seed)
+        tables[probe].family, tables[probe].view = probe
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    direction = entries[0].result.task.direction
+    per_probe = {p: _by_label(es, labels, []) for p, es in groups.items()}
+    chosen, notes = choose(per_probe, direction)
+    summary = _table([e for c in chosen.values() for e in c.entries], labels, root, n_boot, seed)
+    summary.probes = list(tables.values())
+    summary.notes = notes + summary.notes
+    return summary
 
 
 def _paired(rows_in: dict[str, list[Entry]], info, n_boot: int, seed: int):
@@ -393,8 +447,10 @@ def _curve(entries: list[Entry], labels: dict) -> Curve | None:
     info = entries[0].result.task
     series: dict[str, list[dict[str, float | None]]] = defaultdict(list)
     cells: dict[tuple[str, float], list[Entry]] = defaultdict(list)
+    several = len({probe_of(e.result) for e in entries}) > 1  # one line per model and probe, never pooled
     for e in entries:
-        cells[(labels[(e.model_tag, e.weights_tag)], e.train_fraction)].append(e)
+        label = labels[(e.model_tag, e.weights_tag)] + (f" ({probe_of(e.result).short})" if several else "")
+        cells[(label, e.train_fraction)].append(e)
     for (label, frac), es in sorted(cells.items()):
         c = _metric_cell(es, info.main_metric)
         series[label].append({"fraction": frac, "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high})

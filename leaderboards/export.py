@@ -17,7 +17,7 @@ import pandas as pd
 
 from ctbench.portable import portable_result, portable_text, portable_values
 
-from .board import Board
+from .board import Board, Table
 from .collect import Entry
 from .files import write_frame, write_text
 
@@ -27,14 +27,20 @@ JSON_FILE = "leaderboard.json"
 
 
 def rows_frame(board: Board) -> pd.DataFrame:
-    """One row per (table, model): rank, tie size, flags, every metric with its CI, provenance."""
+    """One row per (table, model): rank, tie size, flags, every metric with its CI, provenance.
+    A task with several probe families or views gives its summary rows (``table`` ``summary``:
+    each model's validation-chosen probe) and then each probe's own ranked rows (``probe``);
+    a task with one probe gives ``ranked`` rows."""
     records = []
-    for t in board.tables:
+    tables = [(t, kind) for top in board.tables
+              for t, kind in [(top, "summary" if top.is_summary else "ranked"), *((s, "probe") for s in top.probes)]]
+    for t, kind in tables:
         for r in t.rows:
             rec = {
                 "dataset": t.dataset, "task": t.task, "task_version": t.version, "category": t.category,
                 "split_hash": t.split_hash, "protocol_version": t.protocol_version,
-                "options_tag": t.options_tag, "primary": t.primary,
+                "options_tag": t.options_tag, "primary": t.primary, "table": kind, "slug": t.slug,
+                "family": r.family, "view": r.view, "validation_value": r.validation, "fit_s_median": r.fit_s,
                 "model": r.label, "model_tag": r.model, "weights_sha256": r.weights_sha256,
                 "random_init": r.random_init, "contaminated": r.contaminated, "seeds": " ".join(map(str, r.seeds)),
                 "rank": r.rank, "tie_size": r.tie_size, "tested": t.tested, "main_metric": t.main_metric,
@@ -75,14 +81,19 @@ def public_board(board: Board) -> dict[str, Any]:
     relative to the results folder, paths in notes, failure reasons and task options portable."""
     out = board.to_dict()
     for t, d in zip(board.tables, out["tables"], strict=True):
-        first = {r.label: r.provenance["results"][0] for r in t.rows if r.provenance.get("results")}
-        d["km"] = [[label, _beside(first.get(label), path)] for label, path in t.km]
-        d["notes"] = [portable_text(n) for n in d["notes"]]
-        d["options"] = portable_values(d["options"])
-        for row in d["rows"]:
-            if isinstance(row.get("failures"), list):
-                row["failures"] = [portable_text(f) if isinstance(f, str) else f for f in row["failures"]]
+        for table, data in [(t, d), *zip(t.probes, d["probes"], strict=True)]:  # a summary's probe tables too
+            _public_table(table, data)
     return out
+
+
+def _public_table(t: Table, d: dict[str, Any]) -> None:
+    first = {r.label: r.provenance["results"][0] for r in t.rows if r.provenance.get("results")}
+    d["km"] = [[label, _beside(first.get(label), path)] for label, path in t.km]
+    d["notes"] = [portable_text(n) for n in d["notes"]]
+    d["options"] = portable_values(d["options"])
+    for row in d["rows"]:
+        if isinstance(row.get("failures"), list):
+            row["failures"] = [portable_text(f) if isinstance(f, str) else f for f in row["failures"]]
 
 
 def public_results(entries: list[Entry]) -> list[dict[str, Any]]:

@@ -92,8 +92,44 @@ def tie_summary(table: Table) -> str:
     return "tie groups: " + "; ".join(shared) if shared else "no ties"
 
 
+def probe_heading(table: Table) -> str:
+    """``linear probe on cls`` for a table of one (family, view); ``best probe per model (chosen
+    on validation)`` for a summary."""
+    return table.probe.title if table.probe is not None else "best probe per model (chosen on validation)"
+
+
+def summary_text(table: Table) -> str:
+    """What a summary table shows and how each model's probe was chosen."""
+    probes = ", ".join(t.probe.short for t in table.probes if t.probe is not None)
+    return (f"Each model once, with the probe family and feature view ({probes}) whose best validation "
+            f"{table.main_metric} is best for that model: the choice uses validation values only, then the "
+            f"chosen probe's test value is shown. The table of each probe is ranked on its own below; "
+            f"probes are never ranked against each other.")
+
+
+def seconds(v: float | None) -> str:
+    """``0.12 s`` (three significant digits); ``n/a`` where unknown."""
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3g} s"
+
+
+def has_fit_times(table: Table) -> bool:
+    return any(r.fit_s is not None for r in table.rows)
+
+
+def extra_header(table: Table) -> list[str]:
+    """Columns after the metrics: the chosen probe and its validation value (summaries), and the
+    median fit seconds per tuning trial (where recorded)."""
+    out = ["probe", f"validation {table.main_metric}"] if table.is_summary else []
+    return out + (["fit per trial (median)"] if has_fit_times(table) else [])
+
+
+def extra_cells(row: Row, table: Table) -> list[str]:
+    out = [row.probe.short, num(row.validation)] if table.is_summary else []
+    return out + ([seconds(row.fit_s)] if has_fit_times(table) else [])
+
+
 def table_header(table: Table) -> list[str]:
-    return ["rank", "model", f"{table.main_metric} (95% CI)", *table.metric_names[1:], "flags"]
+    return ["rank", "model", f"{table.main_metric} (95% CI)", *table.metric_names[1:], *extra_header(table), "flags"]
 
 
 def table_cells(table: Table) -> list[list[str]]:
@@ -101,7 +137,8 @@ def table_cells(table: Table) -> list[list[str]]:
     out = []
     for r in table.rows:
         others = [with_ci(r.metrics[m]) for m in table.metric_names[1:]]
-        out.append([rank_text(r), r.label, with_ci(r.main), *others, ", ".join(flags(r, table))])
+        out.append([rank_text(r), r.label, with_ci(r.main), *others, *extra_cells(r, table),
+                    ", ".join(flags(r, table))])
     return out
 
 
@@ -258,3 +295,20 @@ def footer_lines(board: Board) -> list[str]:
         f"{int(pb['level'] * 100)}% intervals. {board.rank_rule}",
         "Values are computed from result files and rounded only for display.",
     ]
+
+
+def tuning_alt(table: Table) -> str:
+    """Alt text of a task's tuning-curve figure: what is drawn, for which models and probes."""
+    tables = table.probes or [table]
+    labels = [r.label for r in table.rows if any(tr.label == r.label and tr.tuning for t in tables for tr in t.rows)]
+    probes = [t.probe.short for t in tables if t.probe is not None and any(r.tuning for r in t.rows)]
+    return (f"tuning curves, one panel per model ({', '.join(labels)}): best validation {table.main_metric} "
+            f"so far (solid) and expected best of n trials (dashed) against Optuna trials"
+            + (f", one colour per probe ({', '.join(probes)})" if probes else ""))
+
+
+def tuning_caption(table: Table) -> str:
+    """Caption of a task's tuning-curve figure: how to read it."""
+    return (f"Tuning curves: validation {table.main_metric} against the number of Optuna trials. Solid: best so "
+            f"far in trial order; dashed: expected best of n trials drawn from the budget's trials (Dodge et al. "
+            f"2019). A curve still rising at the budget means more tuning could change the ranking.")

@@ -2,7 +2,9 @@
 
 Rows are models in mean-rank order; a column per primary table (the ones counted in mean
 ranks) holds the main metric with its interval, the rank and whether the model is in that
-task's winning tie group. Shading by rank, not by value: two tied models look alike.
+task's winning tie group. Where a task has several probe families or views, the column is its
+summary: each model's validation-chosen probe (named in the cell's tooltip). Shading by rank,
+not by value: two tied models look alike.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Entry:
     rank: int
     tie_size: int
     n_models: int
+    probe: str | None = None  # ``linear on cls``: the validation-chosen probe of a summary row
 
     @property
     def winner(self) -> bool:
@@ -69,7 +72,8 @@ def overview(board: Board) -> Overview:
         for t in tables:
             for tr in t.rows:
                 if tr.label == row.label:
-                    row.entries[t.slug] = Entry(tr.main, tr.rank, tr.tie_size, len(t.rows))
+                    row.entries[t.slug] = Entry(tr.main, tr.rank, tr.tie_size, len(t.rows),
+                                                tr.probe.short if t.is_summary else None)
         rows.append(row)
     cats = sorted({c for m in board.mean_ranks for c in m["categories"]})
     return Overview(tables, rows, cats)

@@ -1,8 +1,9 @@
 """Leaderboard figures as PNG bytes (matplotlib, Agg canvas, no pyplot global state).
 
 A rank heatmap (colour = rank on the task, so tied models share a colour), per-task bars with
-95% CI whiskers and the metric's chance level, label-efficiency curves and one Kaplan-Meier
-figure per model beside survival results, titled with that model.
+95% CI whiskers and the metric's chance level, label-efficiency curves, tuning curves (a panel
+per model, a colour per probe family and view) and one Kaplan-Meier figure per model beside
+survival results, titled with that model.
 """
 
 from __future__ import annotations
@@ -143,6 +144,61 @@ def efficiency(curve: Curve, chance: Chance | None = None) -> bytes:
     return _png(fig)
 
 
+PROBE_COLOURS = ("#3b6ea8", "#d08c2b", "#1a7f4b", "#8e44ad", "#b3261e", "#52606d")
+TUNING_COLUMNS = 2
+
+
+def tuning_series(table: Table) -> dict[str, list[tuple[str, dict]]]:
+    """Row label (board order) -> ``(probe, curve)`` per (family, view) with a recorded curve."""
+    tables = table.probes or [table]
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for r in table.rows:
+        series = [(t.probe.short if t.probe else "probe", tr.tuning) for t in tables for tr in t.rows
+                  if tr.label == r.label and tr.tuning]
+        if series:
+            out[r.label] = series
+    return out
+
+
+def tuning(table: Table) -> bytes | None:
+    """Tuning curves of a task: a panel per model (shared value axis), in each the best
+    validation value so far (solid) and the expected best of n trials (dashed, Dodge et al.
+    2019) against trials, one colour per probe family and view; None when no row has a curve."""
+    series = tuning_series(table)
+    if not series:
+        return None
+    used = {p for s in series.values() for p, _ in s}
+    order = [t.probe.short if t.probe else "probe" for t in (table.probes or [table])]
+    probes = [p for p in order if p in used]
+    colour = {p: PROBE_COLOURS[i % len(PROBE_COLOURS)] for i, p in enumerate(probes)}
+    n_cols = min(TUNING_COLUMNS, len(series))
+    n_rows = -(-len(series) // n_cols)
+    fig = _figure(6.4, 2.3 * n_rows + 0.9)
+    axes = fig.subplots(n_rows, n_cols, sharey=True, squeeze=False)
+    for ax, (label, curves) in zip(axes.flat, series.items()):
+        for probe, c in curves:
+            n = np.arange(1, len(c["best_so_far"]) + 1)
+            ax.step(n, c["best_so_far"], where="post", color=colour[probe], linewidth=1.6)
+            ax.plot(n, c["expected_max"], color=colour[probe], linestyle="--", linewidth=1.2)
+        ax.set_title(_t(label), fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes.flat[len(series):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("trials", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(_t(f"validation {table.main_metric}"), fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour[p], linewidth=1.6, label=_t(p)) for p in probes]
+    handles += [Line2D([], [], color="#1f2933", linewidth=1.6, label="best so far"),
+                Line2D([], [], color="#1f2933", linestyle="--", linewidth=1.2, label="expected best of n")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8)
+    fig.suptitle(_t(f"Tuning curves: {table.title}"), fontsize=11)
+    return _png(fig)
+
+
 def kaplan_meier(label: str, path: Path | str) -> bytes:
     """A result's KM figure: ``km.png`` as is, or ``km.csv`` (time, survival[, group]) drawn."""
     path = Path(path)
@@ -169,14 +225,17 @@ def kaplan_meier(label: str, path: Path | str) -> bytes:
 
 
 def all_figures(board: Board) -> dict[str, bytes]:
-    """Every figure of ``board`` by key: ``heatmap``, ``bars:<slug>``, ``curve:<slug>``,
-    ``km:<slug>:<n>``."""
+    """Every figure of ``board`` by key: ``heatmap``, ``bars:<slug>``, ``tuning:<slug>``,
+    ``curve:<slug>``, ``km:<slug>:<n>``."""
     figs: dict[str, bytes] = {}
     hm = heatmap(board)
     if hm is not None:
         figs["heatmap"] = hm
     for t in board.tables:
         figs[f"bars:{t.slug}"] = bars(t)
+        curves = tuning(t)
+        if curves is not None:
+            figs[f"tuning:{t.slug}"] = curves
         for n, (label, path) in enumerate(t.km):
             figs[f"km:{t.slug}:{n}"] = kaplan_meier(label, path)
     chance = {t.slug: t.chance for t in board.tables}

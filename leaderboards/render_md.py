@@ -83,15 +83,29 @@ def _task_rows(table: Table) -> list[list[str]]:
     return out
 
 
+def _ranked(table: Table) -> list[str]:
+    """A ranked table with its tie groups and winners."""
+    header = [*fmt.table_header(table)[:-1], "failed cases", "flags"]
+    return [md_table(header, _task_rows(table)), "",
+            f"{md_text(fmt.tie_summary(table))}. Winner(s): {md_text(', '.join(fmt.winners(table)))}.", ""]
+
+
 def _task_section(table: Table, images: dict[str, str]) -> list[str]:
     out = [f"## {md_text(fmt.heading(table))}", ""]
     budget = f"; probe budget {table.trials} Optuna trials per model" if table.trials is not None else ""
     out += [md_text(fmt.caption(table) + budget), "", md_text(fmt.chance_text(table)), ""]
-    header = [*fmt.table_header(table)[:-1], "failed cases", "flags"]
-    out += [md_table(header, _task_rows(table)), ""]
-    out += [f"{md_text(fmt.tie_summary(table))}. Winner(s): {md_text(', '.join(fmt.winners(table)))}.", ""]
+    if table.is_summary:
+        out += [f"### {md_text(fmt.probe_heading(table))}", "", md_text(fmt.summary_text(table)), ""]
+    elif table.probe is not None and table.family != "default":
+        out += [f"Probe: {md_text(fmt.probe_heading(table))}.", ""]
+    out += _ranked(table)
     out += [f"> {md_text(fmt.public(note))}" for note in table.notes] + ([""] if table.notes else [])
-    captions = {f"bars:{table.slug}": f"{table.main_metric} per model", f"curve:{table.slug}": "label efficiency",
+    for sub in table.probes:
+        out += [f"### {md_text(fmt.probe_heading(sub))}", ""]
+        out += [f"> {md_text(fmt.public(note))}" for note in sub.notes] + ([""] if sub.notes else [])
+        out += _ranked(sub)
+    captions = {f"bars:{table.slug}": f"{table.main_metric} per model", f"tuning:{table.slug}": fmt.tuning_alt(table),
+                f"curve:{table.slug}": "label efficiency",
                 **{f"km:{table.slug}:{n}": f"Kaplan-Meier: {label}" for n, (label, _) in enumerate(table.km)}}
     for key, alt in captions.items():
         if key in images:

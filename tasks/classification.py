@@ -1,6 +1,7 @@
 """Classification (binary, multi-class, multi-label) on global embeddings.
 
-Probes: logistic regression and a one-hidden-layer MLP (shared search space). Metrics: AUROC
+Probes (one family per run, :mod:`ctbench.probes`): logistic regression, cosine kNN and a
+one-hidden-layer MLP on a vector view, or an attentive probe over the token set. Metrics: AUROC
 (macro over labels / one-vs-rest over classes), AUPRC, balanced accuracy and F1 (macro).
 
 Multi-label and multi-class AUROC, AUPRC and (multi-label) balanced accuracy average only over
@@ -23,11 +24,13 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from ctbench import probes, target_checks
+from ctbench.family_task import FamilyProbeTask
+from ctbench.probe_attentive import AttentiveProbe, attentive_params
 from ctbench import weighted_metrics as wm
 from ctbench.atomic import atomic_write_text
 from ctbench.metrics_batch import Batched
 from ctbench.registry import register_task
-from ctbench.task import Metric, ProbeTask
+from ctbench.task import Metric
 
 UNDEFINED_LABELS_FILE = "undefined_labels.json"
 MACRO_OVER_DEFINED = ("auroc", "auprc", "balanced_accuracy")  # metrics that skip undefined labels
@@ -42,8 +45,8 @@ def _multiclass_labels(pred: np.ndarray) -> np.ndarray:
 
 
 @register_task("classification")
-class ClassificationTask(ProbeTask):
-    """Binary, multi-class or multi-label labels from embeddings (logistic / MLP probes).
+class ClassificationTask(FamilyProbeTask):
+    """Binary, multi-class or multi-label labels from frozen features (linear, kNN, MLP or attentive probes).
 
     Scores are probabilities: ``(n,)`` binary, ``(n, K)`` multi-class, ``(n, L)`` multi-label.
     """
@@ -76,24 +79,50 @@ class ClassificationTask(ProbeTask):
         y = rows[self.label_columns()].to_numpy(dtype=np.float64).astype(int)
         return y if self.kind == "multilabel" else y[:, 0]
 
-    def suggest(self, trial, seed: int) -> dict:
-        return probes.suggest(trial, probes.FAMILIES, "classifier")
+    def suggest_family(self, trial, family: str) -> dict:
+        return probes.suggest(trial, family, "classifier")
 
     def is_stochastic(self, params: dict) -> bool:
         return probes.is_stochastic(params)
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
+        if params["probe"] == "attentive":
+            return np.mean([self._attentive(params, X_train, y_train, X_eval, s) for s in seeds], axis=0)
         preds = []
         for s in seeds:
-            model = probes.build(params, "classifier", s, X_train.shape[1], multilabel=self.kind == "multilabel")
+            model = probes.build(params, "classifier", s, X_train.shape[1], multilabel=self.kind == "multilabel",
+                                 n_train=len(X_train))
             model.fit(X_train, y_train)
             p = model.predict_proba(X_eval)
             if self.kind == "binary":
                 p = p[:, 1]
             elif self.kind == "multiclass":
                 p = _align_classes(p, model.classes_, self.n_classes(y_train))
+            elif isinstance(p, list):  # kNN: one (n, classes) array per label
+                p = np.stack([_positive(q, c) for q, c in zip(p, model[-1].classes_)], axis=1)
             preds.append(p)
         return np.mean(preds, axis=0)
+
+    def _attentive(self, params, X_train, y_train, X_eval, seed: int) -> np.ndarray:
+        """Attentive probe: sigmoid cross-entropy per label (binary, multi-label) or softmax
+        cross-entropy over the classes (multi-class); returns probabilities."""
+        import torch
+
+        if self.kind == "multiclass":
+            k = self.n_classes(y_train)
+            target = np.eye(k)[np.asarray(y_train, dtype=int)]
+            loss = lambda out, y: torch.nn.functional.cross_entropy(out, y)  # noqa: E731  (soft targets)
+        else:
+            target = np.asarray(y_train, dtype=np.float64).reshape(len(y_train), -1)
+            k = target.shape[1]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits
+        probe = AttentiveProbe(**attentive_params(params), seed=seed, n_out=k, loss=loss,
+                               device=self.probe_device).fit(X_train, target)
+        out = torch.from_numpy(probe.predict(X_eval))
+        if self.kind == "multiclass":
+            return torch.softmax(out, dim=1).numpy()
+        p = torch.sigmoid(out).numpy()
+        return p[:, 0] if self.kind == "binary" else p
 
     def n_classes(self, y: np.ndarray) -> int:
         return int(max(np.max(y), 0)) + 1
@@ -179,6 +208,12 @@ def classification_metrics(kind: str) -> dict[str, Batched]:
                                             zero_division=0),
                       lambda y, p, c: f1_kernel(y, to_labels(p), c)),
     }
+
+
+def _positive(p: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The probability of class 1 from one label's ``predict_proba`` (0 when train lacked it)."""
+    hit = np.flatnonzero(np.asarray(classes) == 1)
+    return p[:, hit[0]] if len(hit) else np.zeros(len(p))
 
 
 def _align_classes(p: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:

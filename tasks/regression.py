@@ -1,4 +1,5 @@
-"""Regression of measured quantities from embeddings (ridge / MLP probes, standardised targets).
+"""Regression of measured quantities from frozen features (ridge, cosine kNN, MLP or attentive
+probes, one family per run; targets standardised with training statistics).
 
 Metrics: MAE, RMSE, R^2 and Pearson r; with several targets each is the mean over targets.
 """
@@ -12,9 +13,11 @@ from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_err
 
 from ctbench import probes
 from ctbench import weighted_metrics as wm
+from ctbench.family_task import FamilyProbeTask
 from ctbench.metrics_batch import Batched
+from ctbench.probe_attentive import AttentiveProbe, attentive_params
 from ctbench.registry import register_task
-from ctbench.task import Metric, ProbeTask
+from ctbench.task import Metric
 
 
 def pearson(y: np.ndarray, p: np.ndarray) -> float:
@@ -40,8 +43,8 @@ def regression_metrics() -> dict[str, Batched]:
 
 
 @register_task("regression")
-class RegressionTask(ProbeTask):
-    """Continuous targets from embeddings (ridge / MLP probes, targets standardised on train)."""
+class RegressionTask(FamilyProbeTask):
+    """Continuous targets from frozen features (ridge, kNN, MLP or attentive probes)."""
 
     category = "regression"
 
@@ -49,8 +52,8 @@ class RegressionTask(ProbeTask):
         y = rows[list(self.spec.targets)].to_numpy(dtype=np.float64)
         return y[:, 0] if y.shape[1] == 1 else y
 
-    def suggest(self, trial, seed: int) -> dict:
-        return probes.suggest(trial, probes.FAMILIES, "regressor")
+    def suggest_family(self, trial, family: str) -> dict:
+        return probes.suggest(trial, family, "regressor")
 
     def is_stochastic(self, params: dict) -> bool:
         return probes.is_stochastic(params)
@@ -58,10 +61,24 @@ class RegressionTask(ProbeTask):
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         preds = []
         for s in seeds:
-            model = probes.build(params, "regressor", s, X_train.shape[1])
-            model.fit(X_train, y_train)
-            preds.append(np.asarray(model.predict(X_eval)).reshape((len(X_eval),) + y_train.shape[1:]))
+            if params["probe"] == "attentive":
+                p = self._attentive(params, X_train, y_train, X_eval, s)
+            else:
+                model = probes.build(params, "regressor", s, X_train.shape[1], n_train=len(X_train))
+                model.fit(X_train, y_train)
+                p = model.predict(X_eval)
+            preds.append(np.asarray(p).reshape((len(X_eval),) + y_train.shape[1:]))
         return np.mean(preds, axis=0)
+
+    def _attentive(self, params, X_train, y_train, X_eval, seed: int) -> np.ndarray:
+        """Attentive probe on targets standardised with training statistics (mean squared error)."""
+        import torch
+
+        y = np.asarray(y_train, dtype=np.float64).reshape(len(y_train), -1)
+        mu, sd = y.mean(axis=0), y.std(axis=0) + 1e-12
+        probe = AttentiveProbe(**attentive_params(params), seed=seed, n_out=y.shape[1],
+                               loss=torch.nn.functional.mse_loss, device=self.probe_device)
+        return probe.fit(X_train, (y - mu) / sd).predict(X_eval) * sd + mu
 
     def metric_table(self) -> dict[str, Metric]:
         lower = {"mae", "rmse"}

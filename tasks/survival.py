@@ -1,4 +1,7 @@
-"""Survival from embeddings: penalised Cox on PCA features and a deep-Cox MLP.
+"""Survival from frozen features: penalised Cox on PCA features (family ``linear``), a deep-Cox
+MLP (``mlp``) or an attentive probe over the token set trained on the Cox partial likelihood
+(``attentive``), one family per run. kNN is not offered: neighbours' outcomes give no risk score
+for censored times without a survival estimator of its own, which would be a different probe.
 
 Main metric Harrell's C-index; time-dependent AUC at the dataset card's horizons, else at the
 quartiles of the *training* split's event times (never the test split's); a Kaplan-Meier plot of
@@ -6,7 +9,9 @@ the predicted high/low risk groups (split at the median risk) saved beside the r
 
 Search space (dimension-free, as every shared space): penalised Cox on whitened PCA components
 keeping ``var_ratio`` of the standardised features' variance (at most :data:`MAX_PCA` components,
-the same cap for every model), with a per-component penalty; or a deep-Cox MLP.
+the same cap for every model), with a per-component penalty; a deep-Cox MLP (absolute width,
+learning rate, decoupled weight decay, epochs); the attentive probe's absolute space
+(:mod:`ctbench.probe_attentive`).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import pandas as pd
 from ctbench import target_checks
 from ctbench.atomic import atomic_path
 from ctbench.errors import CTBenchError
+from ctbench.family_task import FamilyProbeTask
 from ctbench.metrics_batch import Batched
+from ctbench.probe_attentive import AttentiveProbe, attentive_params, suggest_attentive
 from ctbench.registry import register_task
-from ctbench.task import Metric, ProbeTask
+from ctbench.task import Metric
 
 from .survival_batch import c_index_batch, td_auc_batch
 from .survival_metrics import c_index, time_dependent_auc
-from .survival_probes import DeepCox, PCACox
+from .survival_probes import DeepCox, PCACox, cox_partial_nll
 
 MIN_EVENTS = 5
 
@@ -38,10 +45,13 @@ def training_horizons(manifest: pd.DataFrame, time_col: str, event_col: str) -> 
 
 
 @register_task("survival")
-class SurvivalTask(ProbeTask):
-    """Time-to-event targets (time, event) from embeddings (penalised Cox / deep-Cox probes)."""
+class SurvivalTask(FamilyProbeTask):
+    """Time-to-event targets (time, event) from frozen features (penalised Cox, deep-Cox or attentive probes)."""
 
     category = "survival"
+    families = ("linear", "mlp", "attentive")
+    unsupported_families = {"knn": "neighbours' outcomes give no risk score for censored times"}
+    HEADS = {"linear": "coxph", "mlp": "deepcox", "attentive": "attentive"}  # family -> the ``probe`` param
     probe_modules = ("ctbench.tasks.survival_probes", "ctbench.tasks.survival_metrics", "ctbench.tasks.survival_batch")
 
     def __init__(self, spec, dataset) -> None:
@@ -72,17 +82,19 @@ class SurvivalTask(ProbeTask):
         time_col, event_col = self.spec.targets
         return np.stack([rows[time_col].to_numpy(float), rows[event_col].to_numpy(float)], axis=1)
 
-    def suggest(self, trial, seed: int) -> dict:
-        family = trial.suggest_categorical("probe", ["coxph", "deepcox"])
-        if family == "coxph":
+    def suggest_family(self, trial, family: str) -> dict:
+        head = trial.suggest_categorical("probe", [self.HEADS[family]])
+        if head == "attentive":
+            return {"probe": head, **suggest_attentive(trial)}
+        if head == "coxph":
             return {
-                "probe": family,
+                "probe": head,
                 "var_ratio": trial.suggest_float("var_ratio", 0.5, 0.99),
                 "penalizer": trial.suggest_float("penalizer", 1e-3, 10.0, log=True),
                 "l1_ratio": trial.suggest_float("l1_ratio", 0.0, 1.0),
             }
         return {
-            "probe": family,
+            "probe": head,
             "hidden": trial.suggest_categorical("hidden", [32, 64, 128]),
             "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
@@ -90,15 +102,26 @@ class SurvivalTask(ProbeTask):
         }
 
     def is_stochastic(self, params: dict) -> bool:
-        """The deep-Cox MLP depends on its seed; PCA + Cox does not (fixed PCA solver seed)."""
-        return params["probe"] == "deepcox"
+        """The deep-Cox MLP and the attentive probe depend on their seed; PCA + Cox does not
+        (fixed PCA solver seed)."""
+        return params["probe"] in ("deepcox", "attentive")
 
     def fit_predict(self, params, X_train, y_train, X_eval, seeds) -> np.ndarray:
         p = {k: v for k, v in params.items() if k != "probe"}
         if params["probe"] == "coxph":
             return PCACox(**p).fit(X_train, y_train).predict(X_eval)
+        if params["probe"] == "attentive":
+            return np.mean([self._attentive(params, X_train, y_train, X_eval, s) for s in seeds], axis=0)
         preds = [DeepCox(**p, seed=s).fit(X_train, y_train).predict(X_eval) for s in seeds]
         return np.mean(preds, axis=0)
+
+    def _attentive(self, params, X_train, y_train, X_eval, seed: int) -> np.ndarray:
+        """Attentive probe trained on the negative Cox partial likelihood; returns the risk."""
+        def loss(out, y):
+            return cox_partial_nll(out[:, 0], y[:, 0], y[:, 1])
+
+        probe = AttentiveProbe(**attentive_params(params), seed=seed, n_out=1, loss=loss, device=self.probe_device)
+        return probe.fit(X_train, y_train).predict(X_eval)[:, 0]
 
     def metric_table(self) -> dict[str, Metric]:
         """C-index and time-dependent AUCs, each also scored on all bootstrap resamples at once

@@ -35,7 +35,12 @@ class PCACox:
         Xs = self.scaler.transform(X)
         limit = min(MAX_PCA, X.shape[1], len(X) - 1)
         self.pca = PCA(n_components=limit, whiten=True, random_state=0).fit(Xs)
-        self.k = pca_components(self.pca.explained_variance_ratio_, self.var_ratio, limit)
+        # components without variance (constant or collinear features) cannot be whitened
+        limit = min(limit, int(np.sum(self.pca.explained_variance_ > 1e-12 * max(1.0, Xs.shape[1]))))
+        self.k = pca_components(self.pca.explained_variance_ratio_, self.var_ratio, limit) if limit else 0
+        self.cph = None
+        if self.k == 0:  # features that do not vary: one risk for every case (C-index 0.5)
+            return self
         df = self._frame(Xs)
         df["time"], df["event"] = y[:, 0], y[:, 1]
         self.cph = CoxPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio)
@@ -44,6 +49,8 @@ class PCACox:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Log partial hazard (the linear predictor): higher = riskier."""
+        if self.cph is None:
+            return np.zeros(len(X))
         return np.asarray(self.cph.predict_log_partial_hazard(self._frame(self.scaler.transform(X))),
                           dtype=np.float64)
 

@@ -235,3 +235,44 @@ def test_label_efficiency_on_the_task_page(tmp_path):
     page = (tmp_path / "site" / "tasks" / "phantom--nodule.html").read_text()
     assert 'src="../plots/curve_phantom--nodule.png"' in page and "Label efficiency" in page
     assert (tmp_path / "site" / "plots" / "curve_phantom--nodule.png").stat().st_size > 1000
+
+
+@needs_chromium
+def test_task_page_with_two_probe_families(tmp_path, shots):
+    """A task whose models used two probe families: one ranked table per family plus the summary
+    (each model's probe chosen on validation), every table sorting on its own, and the
+    tuning-curve figure loaded, inked and described; the index's cell names the chosen probe."""
+    from tests.test_leaderboard_families import two_family_results
+
+    entries = collect(two_family_results(tmp_path / "results", n_patients=40))
+    publish(build_board(entries, n_boot=20), entries, tmp_path / "site")
+    page = tmp_path / "site" / "tasks" / "phantom--nodule.html"
+    with browser.Browser(tmp_path / "profile") as b:
+        b.open(page.as_uri())
+        ids = b.js("Array.from(document.querySelectorAll('table.board')).map(t => t.id)")
+        assert ids == ["rows-phantom--nodule", "rows-phantom--nodule--linear--cls", "rows-phantom--nodule--knn--cls"]
+        heads = b.js("Array.from(document.querySelectorAll('.probe-heading')).map(h => h.textContent)")
+        assert heads == ["best probe per model (chosen on validation)", "linear probe on cls", "knn probe on cls"]
+        summary, linear, knn = ids
+        chosen = b.js(f"Array.from(document.querySelectorAll('#{summary} td.probe')).map(td => td.textContent)")
+        assert sorted(zip(_order(b, summary), chosen)) == [("a", "linear on cls"), ("b", "knn on cls")]
+        b.click(f"#{summary} th[data-col='4']")  # probe: A to Z
+        assert _order(b, summary) == ["b", "a"]
+        b.click(f"#{summary} th[data-col='5']")  # validation value: best first
+        assert _order(b, summary) == ["a", "b"]
+        assert _order(b, linear) == ["a", "b"] and _order(b, knn) == ["a", "b"]
+        b.click(f"#{linear} th[data-col='2']")  # main metric: best first (already), then worst first
+        b.click(f"#{linear} th[data-col='2']")
+        assert _order(b, linear) == ["b", "a"] and _order(b, knn) == ["a", "b"]  # the other tables stay
+        b.click(f"#{knn} th[data-col='4']")  # fit seconds per trial: fastest first
+        fit = b.js(f"Array.from(document.querySelectorAll('#{knn} tbody tr')).map(r => r.cells[4].textContent)")
+        assert fit == ["0.5 s", "0.6 s"]
+        img = b.js("(() => { const i = document.querySelector('img[src*=\"tuning_\"]'); "
+                   "return [i.getAttribute('src'), i.naturalWidth, i.complete, i.alt]; })()")
+        assert img[1] > 300 and img[2] and "one panel per model (a, b)" in img[3] and "knn on cls" in img[3]
+        assert _ink(page.parent / img[0]) > 0.01
+        b.screenshot(shots / "task-two-families.png")
+        b.open((tmp_path / "site" / "index.html").as_uri())
+        tips = b.js("Array.from(document.querySelectorAll('#overview td.num[title*=\"probe\"]')).map(td => td.title)")
+        assert sorted(t.split("; ")[-1] for t in tips) == ["probe knn on cls, chosen on validation",
+                                                           "probe linear on cls, chosen on validation"]

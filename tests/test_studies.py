@@ -77,8 +77,11 @@ def test_probe_families_are_read_from_the_search_space(small_phantom):
     for category in ("classification", "survival", "localisation"):
         spec = next(t for t in ds.card.tasks if t.category == category)
         families[category] = probe_families(TASKS.get(category)(spec, ds))
-    assert families == {"classification": ["linear", "mlp"], "survival": ["coxph", "deepcox"],
-                        "localisation": ["attention-pool"]}
+    # a global task tunes one family per study (linear by default; survival's is penalised Cox)
+    assert families == {"classification": ["linear"], "survival": ["coxph"], "localisation": ["attention-pool"]}
+    task = TASKS.get("survival")(next(t for t in ds.card.tasks if t.category == "survival"), ds)
+    task.use_probe("mlp", "cls")
+    assert probe_families(task) == ["deepcox"]
 
 
 # the stored study, through ctbench run ------------------------------------------------------------
@@ -113,7 +116,8 @@ def test_a_run_leaves_a_readable_study_that_resumes(small_phantom, tmp_path, mon
         "model": "test-histogram", "variant": None, "weights": "random", "task": "classification",
         "category": "classification", "dataset": ds.card.name, "dataset_version": ds.card.version,
         "split_hash": ds.split_hash(), "protocol_version": PROTOCOL_VERSION, "budget": 2}
-    assert attrs["probe_families"] == ["linear", "mlp"] and attrs["probe_code"] == result["probe"]["code"]
+    assert attrs["probe_families"] == ["linear"] and attrs["probe_code"] == result["probe"]["code"]
+    assert (attrs["probe_family"], attrs["probe_view"]) == ("linear", "cls")
     assert {t.params["probe"] for t in study.trials} <= set(attrs["probe_families"])
 
     again = _run(monkeypatch, capsys, small_phantom, tmp_path, 2)  # resumed: the budget is already spent
