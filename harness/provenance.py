@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 # deep-Cox and report heads refit with several seeds; survival horizons from training events;
 # failed fits fail their trial; exact trial budgets; one retrieval tie rule; segmentation
 # false-positive metrics (docs/protocol.md).
-PROTOCOL_VERSION = "3"
+PROTOCOL_VERSION = "4"
 
 
 def ctbench_version() -> str:
