@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CTBenchError
+from .family_task import FamilyProbeTask
 from .probes import DEFAULT_FAMILY, FAMILY, FAMILIES
 from .views import VIEWS, needs_tokens, views_of
 
@@ -40,14 +41,19 @@ class ProbeChoice:
         return f"{self.family}-{self.view.replace('+', '-')}"
 
 
+def _family_task(task: Any) -> bool:
+    """Whether ``task`` (class or instance) is a :class:`FamilyProbeTask`."""
+    return issubclass(task if isinstance(task, type) else type(task), FamilyProbeTask)
+
+
 def families_of(task: Any) -> tuple[str, ...]:
     """The probe families a task (class or instance) offers; empty when it has its own probe."""
-    return tuple(getattr(task, "families", ()) or ())
+    return tuple(task.families) if _family_task(task) else ()
 
 
 def unsupported_reason(task: Any, family: str) -> str:
     """Why ``task``'s category does not offer ``family`` (its own words when it gives them)."""
-    reasons = getattr(task, "unsupported_families", {}) or {}
+    reasons = task.unsupported_families if _family_task(task) else {}
     return reasons.get(family, "not offered by this category")
 
 

@@ -69,6 +69,7 @@ class Row:
     contaminated_by: list[str] = field(default_factory=list)  # pre-training names that overlap
     card: dict[str, Any] = field(default_factory=dict)  # model-card facts (:func:`.row_facts.card_facts`)
     reference: bool = False  # a baseline or control whose card says supervision "none"
+    seed_given: bool = False  # a seed-conditioned model (card.seed_conditioned): told where to look
     failures: list[str] = field(default_factory=list)  # ``case: reason`` of cases that could not be encoded
     family: str = "default"  # the probe family and feature view of this row's results (:mod:`.families`)
     view: str = "cls"
@@ -290,7 +291,7 @@ def _table(entries: list[Entry], labels: dict, root: Path | None, n_boot: int, s
             main=cells[k][info.main_metric], metrics=cells[k],
             better_than=[names[j] for j in range(len(names)) if better[i, j]],
             provenance=_row_provenance(es, root), contaminated_by=overlap, card=card_facts(r),
-            reference=is_reference(r), failures=failures(r), family=probe_of(r).family, view=probe_of(r).view,
+            reference=is_reference(r), seed_given=bool(r.model.card.seed_conditioned), failures=failures(r), family=probe_of(r).family, view=probe_of(r).view,
             validation=validation_value(es), fit_s=fit_seconds(es), tuning=tuning(es),
         ))
     km = [(k, str(path)) for k, es in rows_in.items() if info.category == "survival"

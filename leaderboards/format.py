@@ -19,6 +19,8 @@ FLAG_LEGEND = {
     "reference": "a baseline or control whose model card says it learnt from nothing (supervision \"none\")",
     "contaminated": "the model card lists this task's dataset, or a collection it is drawn from, among its pre-training data",
     "seeds": "mean over several probe seeds",
+    "seed given": "seed-conditioned: the model encodes the region around a point the dataset gives per case "
+                  "(e.g. a reader's click near the finding), so it is told where to look",
 }
 
 
@@ -49,6 +51,8 @@ def flags(row: Row, table: Table) -> list[str]:
         out.append("reference")
     if row.contaminated:
         out.append("contaminated")
+    if row.seed_given:
+        out.append("seed given")
     if len(row.seeds) > 1:
         out.append(f"{len(row.seeds)} seeds")
     return out

@@ -199,3 +199,22 @@ def test_chance_levels_follow_the_metric():
     assert chance_level("balanced_accuracy", np.array([0, 1, 1])).value == 0.5
     assert chance_level("label_recall@5", recorded={"label_recall@5": 0.05}).value == 0.05
     assert chance_level("f1") is None and chance_level("dice_macro") is None and chance_level("mae") is None
+
+
+def test_a_seed_conditioned_model_is_flagged_in_every_format(tmp_path):
+    """A model told where to look (card.seed_conditioned, e.g. FMCIB's seed point) carries a
+    "seed given" flag in the table, the Markdown board and an HTML badge; other rows do not."""
+    y, patients, s = known_case(n_patients=40)
+    write_result_file(tmp_path / "r", "plain", y, s["noise"], patients)
+    path = write_result_file(tmp_path / "r", "seeded", y, s["best"], patients)
+    data = json.loads(path.read_text())
+    data["model"]["card"]["seed_conditioned"] = True
+    path.write_text(json.dumps(data))
+    board = build_board(tmp_path / "r", n_boot=20)
+    rows = {r.label: r for r in board.tables[0].rows}
+    assert rows["seeded"].seed_given and not rows["plain"].seed_given
+    md = next(p for p in write_board(board, "md", tmp_path / "md") if p.suffix == ".md").read_text()
+    assert next(ln for ln in md.splitlines() if ln.startswith("| 1 | seeded |")).endswith("| reference, seed given |")
+    assert next(ln for ln in md.splitlines() if ln.startswith("| 2 | plain |")).endswith("| reference |")
+    html = "\n".join(p.read_text() for p in write_board(board, "html", tmp_path / "html") if p.suffix == ".html")
+    assert html.count('class="badge seed"') == 1
