@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ctbench.card import InputSpec, ModelCard, ParityFacts, WeightsSpec
-from ctbench.errors import CTBenchError
 from ctbench.types import Features
 from ctbench.weights import resolve_weights
 

@@ -34,7 +34,7 @@ from .task import EvalTask, ProbeTask
 from .model_options import encoder_kwargs, model_options_tag
 from .task_options import options_tag, task_kwargs
 
-__all__ = ["RunConfig", "run", "run_all", "probe_runs", "build_encoder", "train_subset", "options_tag", "task_kwargs",
+__all__ = ["RunConfig", "run", "probe_runs", "build_encoder", "train_subset", "options_tag", "task_kwargs",
            "study_name"]
 
 Progress = Callable[[str, int, int], None]
@@ -184,7 +184,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     choices, _ = resolve(task, MODELS.get(cfg.model).card, cfg.probe, cfg.view, cfg.model, spec.name)
     if len(choices) != 1:
         raise CTBenchError(f"--probe {cfg.probe} --view {cfg.view} asks for {len(choices)} probes on task "
-                           f"{spec.name!r}; ctbench run and ctbench bench run each (runner.run_all)")
+                           f"{spec.name!r}; split them with runner.probe_runs (as ctbench run and bench do)")
     choice = choices[0]
     cfg = dataclasses.replace(cfg, probe=choice.family, view=choice.view)  # the pair, recorded in the result
     if families_of(task):
@@ -231,13 +231,3 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[Path, dict]:
     written(1, 1)
     return path, result
 
-
-def run_all(cfg: RunConfig, progress: Progress | None = None,
-            on_skip: Callable[[str], None] | None = None) -> list[tuple[Path, dict]]:
-    """:func:`run` once per probe family and view ``cfg`` asks for (:func:`probe_runs`); each
-    skipped pair is reported to ``on_skip``. Features are extracted once: later runs read the cache."""
-    configs, skipped = probe_runs(cfg)
-    for line in skipped:
-        if on_skip is not None:
-            on_skip(line)
-    return [run(c, progress=progress) for c in configs]

@@ -16,7 +16,7 @@ from ctbench.datasets import DatasetCard, TaskSpec, load_dataset_folder, write_c
 from ctbench.errors import CTBenchError
 from ctbench.extract import extract
 from ctbench.seeds import (
-    SEED_META_KEY, case_seeds, check_target_leak, parse_seed_columns, require_seed_columns, seed_of, seeded_key,
+    SEED_META_KEY, case_seeds, check_target_leak, parse_seed_columns, seed_of, seeded_key,
 )
 from ctbench.types import Features
 from ctbench.weights import resolve_weights
