@@ -44,7 +44,7 @@ def _fixed(**params):
 
 
 FIXED_PROBES = {  # small, quick heads that still separate the oracle from the constant encoder
-    ReportGenerationTask: _fixed(probe="perceiver-decoder", lr=5e-3, width=64, depth=1, epochs=40),
+    ReportGenerationTask: _fixed(probe="perceiver-decoder", lr=5e-3, width=64, depth=1, epochs=20),
     LocalisationTask: _fixed(probe="attention-pool", lr=1e-2, weight_decay=1e-4, width=16, epochs=10),
     SegmentationTask: _fixed(probe="linear", lr=1e-2, weight_decay=1e-4, epochs=10),
 }
