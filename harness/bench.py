@@ -132,7 +132,7 @@ def _already_done(path: Path, train_fraction: float, split_hash: str, dataset_ve
             and existing.task.dataset_version == dataset_version
             and existing.protocol_version == protocol_version
             and (existing.probe is None or (existing.trials_budget == trials
-                                            and _same_family(getattr(existing.probe, "family", None), probe))))
+                                            and _same_family(existing.probe.family, probe))))
 
 
 def _same_family(recorded: str | None, wanted: str | None) -> bool:

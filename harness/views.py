@@ -33,7 +33,7 @@ def needs_tokens(view: str) -> bool:
 
 def views_of(card: Any) -> tuple[str, ...]:
     """The views a model offers: ``cls`` always, the token views when its card declares tokens."""
-    return VIEWS if getattr(card, "token_dim", None) else ("cls",)
+    return VIEWS if card.token_dim else ("cls",)
 
 
 def token_set(f: Features) -> np.ndarray:

@@ -48,20 +48,11 @@ class Probe(NamedTuple):
         return (*place(self.family, FAMILY_ORDER), *place(self.view, VIEW_ORDER))
 
 
-def _field(section: Any, name: str) -> Any:
-    """A declared field, or one kept from a file that declares more (``model_extra``)."""
-    if section is None:
-        return None
-    value = getattr(section, name, None)
-    if value is None and getattr(section, "model_extra", None):
-        value = section.model_extra.get(name)
-    return value
-
-
 def probe_of(result: ResultFile) -> Probe:
     """The (family, view) of a result; ``default`` on ``cls`` where the file names none."""
-    family, view = _field(result.probe, "family"), _field(result.probe, "view")
-    return Probe(str(family) if family else DEFAULT_FAMILY, str(view) if view else DEFAULT_VIEW)
+    probe = result.probe
+    family, view = (probe.family, probe.view) if probe is not None else (None, None)
+    return Probe(family or DEFAULT_FAMILY, view or DEFAULT_VIEW)
 
 
 def by_probe(entries: list[Entry]) -> dict[Probe, list[Entry]]:
@@ -86,24 +77,19 @@ def fit_seconds(entries: list[Entry]) -> float | None:
 
 
 def _per_trial(result: ResultFile) -> list[float | None]:
-    fit = _field(result.probe, "trial_fit_s")
-    per = _field(fit, "per_trial") if not isinstance(fit, dict) else fit.get("per_trial")
-    return [float(s) if isinstance(s, (int, float)) else None for s in (per or [])]
+    fit = result.probe.trial_fit_s if result.probe is not None else None
+    return list(fit.per_trial) if fit is not None else []
 
 
 def tuning(entries: list[Entry]) -> dict[str, Any] | None:
     """The row's tuning curve, ``{"best_so_far", "expected_max", "seeds"}``: the mean over seeds
     of equal length (the curves of a row's seeds share its budget), None where none is recorded."""
-    curves = []
-    for e in entries:
-        c = _field(e.result.probe, "tuning_curve")
-        c = c if isinstance(c, dict) or c is None else c.model_dump()
-        if c and c.get("best_so_far") and c.get("expected_max"):
-            curves.append(c)
+    curves = [c for e in entries if e.result.probe is not None
+              for c in [e.result.probe.tuning_curve] if c is not None and c.best_so_far and c.expected_max]
     if not curves:
         return None
-    n = min(len(c["best_so_far"]) for c in curves)
-    mean = {k: np.mean([c[k][:n] for c in curves], axis=0).tolist() for k in ("best_so_far", "expected_max")}
+    n = min(len(c.best_so_far) for c in curves)
+    mean = {k: np.mean([getattr(c, k)[:n] for c in curves], axis=0).tolist() for k in ("best_so_far", "expected_max")}
     return {**mean, "seeds": len(curves)}
 
 
